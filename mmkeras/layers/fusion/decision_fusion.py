@@ -17,11 +17,14 @@ class DecisionFusion(BaseFusion):
       one learned logit per modality.
     - `"product"`: product of experts, `softmax(sum_m log P_m)` = `prod_m P_m`, renormalised
       (probabilities are clipped at `epsilon` before the log).
-    - `"vote"`: majority vote. Each modality casts one hard vote for its arg-max class (a tie
-      splits the vote equally); the output is the share of votes per class, e.g. votes for
-      classes (0, 0, 1) give `[2/3, 1/3]`. Hard votes are piecewise constant: **this combiner
-      has no gradient** with respect to its inputs (the modality heads cannot be trained
-      through it; train them with their own losses).
+    - `"vote"`: majority vote. At inference each modality casts one hard vote for its arg-max
+      class (a modality whose own top classes tie splits its vote equally); the output is the
+      share of votes per class, e.g. votes for classes (0, 0, 1) give `[2/3, 1/3]`. A tie
+      between classes in the vote count (frequent with two modalities) is broken by the mean
+      probability: `tie_break * mean_m P_m` is added before renormalising, too small to
+      overturn a vote. Hard votes are piecewise constant and have no gradient, so in training
+      (`training=True`) the layer returns the mean combiner instead, its differentiable
+      relaxation: the heads learn through the soft vote and predict with the hard one.
     - `"stacking"`: a meta-classifier, `softmax([P_1 p_1, ..., P_M p_M, p_1, ..., p_M] K + c)`
       over the concatenated probabilities of the present modalities (missing ones zeroed) and
       the presence flags `p_m`.
@@ -32,6 +35,8 @@ class DecisionFusion(BaseFusion):
     Args:
         combiner: one of `"mean"`, `"weighted"`, `"product"`, `"vote"`, `"stacking"`.
         epsilon: float. Probability floor of `"product"`.
+        tie_break: float. Weight of the mean probability added to the vote shares of
+            `"vote"` to break ties (must stay below `1 / num_modalities`).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -60,12 +65,13 @@ class DecisionFusion(BaseFusion):
     same_dims = True
     combiners = ("mean", "weighted", "product", "vote", "stacking")
 
-    def __init__(self, combiner="mean", epsilon=1e-7, **kwargs):
+    def __init__(self, combiner="mean", epsilon=1e-7, tie_break=1e-3, **kwargs):
         super().__init__(**kwargs)
         if combiner not in self.combiners:
             raise ValueError(f"Unknown combiner '{combiner}'; choose one of {self.combiners}.")
         self.combiner = combiner
         self.epsilon = epsilon
+        self.tie_break = tie_break
 
     def build_fusion(self, shapes):
         num_modalities, num_classes = len(shapes), shapes[0][-1]
@@ -86,8 +92,9 @@ class DecisionFusion(BaseFusion):
     def fuse(self, tensors, flags, training=None):
         probs = [self.masked(ops.cast(t, self.compute_dtype), f) for t, f in zip(tensors, flags)]
         count = sum(flags[1:], flags[0])
-        if self.combiner == "mean":
-            fused = sum(probs[1:], probs[0]) / ops.maximum(count, 1.0)
+        mean = sum(probs[1:], probs[0]) / ops.maximum(count, 1.0)
+        if self.combiner == "mean" or (self.combiner == "vote" and training):
+            fused = mean
         elif self.combiner == "weighted":
             mask = ops.concatenate(flags, axis=-1)
             logits = ops.expand_dims(self.modality_logits, 0) * ops.ones_like(mask)
@@ -104,7 +111,8 @@ class DecisionFusion(BaseFusion):
             for p, f in zip(probs, flags):
                 hits = ops.cast(p >= ops.max(p, axis=-1, keepdims=True), self.compute_dtype)
                 votes.append(self.masked(hits / ops.sum(hits, axis=-1, keepdims=True), f))
-            fused = sum(votes[1:], votes[0]) / ops.maximum(count, 1.0)
+            shares = sum(votes[1:], votes[0]) / ops.maximum(count, 1.0)
+            fused = (shares + self.tie_break * mean) / (1.0 + self.tie_break)
         else:
             meta_inputs = ops.concatenate(probs + list(flags), axis=-1)
             fused = ops.softmax(ops.matmul(meta_inputs, self.meta_kernel) + self.meta_bias)
@@ -116,5 +124,7 @@ class DecisionFusion(BaseFusion):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"combiner": self.combiner, "epsilon": self.epsilon})
+        config.update(
+            {"combiner": self.combiner, "epsilon": self.epsilon, "tie_break": self.tie_break}
+        )
         return config

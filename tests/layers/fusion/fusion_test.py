@@ -417,13 +417,37 @@ def test_majority_vote_on_a_known_example():
         "image": np.array([[0.9, 0.05, 0.05], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8]], "float32"),
         "text": np.array([[0.2, 0.7, 0.1], [0.3, 0.6, 0.1], [0.1, 0.1, 0.8]], "float32"),
     }
-    layer = layers.DecisionFusion(combiner="vote")
-    expected = [[2 / 3, 1 / 3, 0.0], [0.0, 2 / 3, 1 / 3], [1 / 6, 1 / 6, 2 / 3]]  # row 2: a tie
+    layer = layers.DecisionFusion(combiner="vote", tie_break=0.0)
+    # Row 2: audio's own top classes tie, so it splits its vote.
+    expected = [[2 / 3, 1 / 3, 0.0], [0.0, 2 / 3, 1 / 3], [1 / 6, 1 / 6, 2 / 3]]
     np.testing.assert_allclose(layer(probs), expected, rtol=1e-6)
     # Audio missing in row 1 leaves one vote each for classes 1 and 2; nothing present: uniform.
     fused = np.asarray(layer(probs, presence=PRESENCE))
     np.testing.assert_allclose(fused[1], [0.0, 0.5, 0.5], rtol=1e-6)
     np.testing.assert_allclose(fused[2], [1 / 3] * 3, rtol=1e-6)
+
+    # With the default tie break the tied row 1 goes to the class of higher mean probability
+    # (image 0.8 + text 0.1 for class 2 against 0.1 + 0.6 for class 1), nothing else moves.
+    t = 1e-3
+    broken = np.asarray(layers.DecisionFusion(combiner="vote")(probs, presence=PRESENCE))
+    mean = (probs["image"][1] + probs["text"][1]) / 2
+    np.testing.assert_allclose(broken[1], ([0.0, 0.5, 0.5] + t * mean) / (1 + t), rtol=1e-5)
+    assert broken[1].argmax() == 2
+    np.testing.assert_allclose(broken.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(broken.argmax(-1)[[0]], [0])
+
+
+def test_majority_vote_trains_through_the_mean_relaxation():
+    probs = {name: tf.constant(x) for name, x in inputs("probs").items()}
+    layer = layers.DecisionFusion(combiner="vote")
+    soft = layer(probs, training=True)
+    expected = sum(probs.values()) / len(probs)
+    np.testing.assert_allclose(soft, expected, rtol=1e-6)
+    with tf.GradientTape() as tape:
+        tape.watch(probs)
+        total = tf.reduce_sum(layer(probs, training=True)[:, 0])
+    grads = tape.gradient(total, probs)
+    assert all(np.any(g.numpy() != 0) for g in grads.values())
 
 
 def test_product_of_experts_is_the_normalised_product():
