@@ -13,3 +13,4 @@ from mmkeras.metrics.retrieval import random_baseline
 from mmkeras.metrics.retrieval import retrieval_report
 from mmkeras.metrics.retrieval import summarize_ranks
 from mmkeras.metrics.linear_probe import ridge_probe
+from mmkeras.metrics.bleu import corpus_bleu
