@@ -30,10 +30,17 @@ class CrossModalConfig:
         logit_bias: initial learnable logit bias (SigLIP: -10; None: no bias).
         cca_regularization: covariance ridge of the CCA loss.
         cca_components: canonical correlations maximised by the CCA loss (None: all).
-        eval_distinct_clips: evaluate retrieval on test pairs whose clips are all distinct
-            (AV-MNIST reuses clips across pairs; a repeated clip would make its pairs'
-            instance-level targets ambiguous).
+        eval_distinct_clips: evaluate retrieval on test pairs whose items are all distinct
+            (the first pair of every distinct clip, image file or text: AV-MNIST reuses clips
+            across pairs and a few OpenMoji annotations repeat; a repeated item would make its
+            pairs' instance-level targets ambiguous).
         eval_cca_train_examples: training pairs embedded to fit the held-out linear CCA.
+        eval_space: where test pairs are compared for retrieval and clustered: `embedding`
+            (cosine of the model's embeddings, as the contrastive losses train them) or
+            `canonical` (the canonical variates of a linear CCA fitted on training
+            embeddings: whitened, each component scaled by its training correlation - the
+            space deep CCA's objective defines). None: `canonical` for `loss: cca`,
+            `embedding` otherwise.
         clustering_k: clusters of the k-means evaluation (None: the number of classes).
         reversal_scale: final lambda of the gradient reversal (`train_invariance`).
         reversal_schedule: ramp lambda up with DANN's `2 / (1 + exp(-10 p)) - 1` over
@@ -57,12 +64,40 @@ class CrossModalConfig:
     cca_components: typing.Optional[int] = None
     eval_distinct_clips: bool = True
     eval_cca_train_examples: int = 2000
+    eval_space: typing.Optional[str] = None
     clustering_k: typing.Optional[int] = None
     reversal_scale: float = 1.0
     reversal_schedule: bool = True
     discriminator_units: typing.List[int] = dataclasses.field(default_factory=lambda: [64])
     code_dim: int = 32
     modality_dropout: float = 0.5
+
+    # Adversarial modality invariance (`train_invariance`; see `reversal_scale` above):
+    # adversary: `reversal` (DANN: the encoders get the discriminator's gradient reversed)
+    #     or `confusion` (Tzeng et al. 2015: the encoders push the discriminator's prediction
+    #     towards uniform); the discriminator itself always learns the true modalities.
+    # probe_mlp_epochs: epochs of the post-hoc MLP modality probe (0: linear probe only).
+    adversary: str = "reversal"
+    probe_mlp_epochs: int = 30
+    # discriminator_steps: discriminator updates per encoder/task update (on the batch's
+    #     detached embeddings), with its own Adam at discriminator_learning_rate (None: the
+    #     trainer's learning rate).
+    # adversary_warmup_epochs: epochs with lambda = 0 before DANN's ramp starts (the task
+    #     shapes the embedding first; the discriminator still learns).
+    # embedding_norm: `layer` (per-modality LayerNorm), `shared_layer`, `l2` or `none`;
+    #     shared_projection: one projection Dense for every encoder (see
+    #     `build_modality_invariant_classifier`).
+    # moment_matching: None, `cmd` or `linear_mmd`: a NON-adversarial alignment term on the
+    #     embeddings (`mmkeras.losses.moment_matching_loss`), weight moment_weight (ramped
+    #     like lambda), cmd_moments orders.
+    discriminator_steps: int = 1
+    discriminator_learning_rate: typing.Optional[float] = None
+    adversary_warmup_epochs: float = 0.0
+    embedding_norm: str = "layer"
+    shared_projection: bool = False
+    moment_matching: typing.Optional[str] = None
+    moment_weight: float = 0.0
+    cmd_moments: int = 5
 
 
 @dataclasses.dataclass

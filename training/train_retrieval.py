@@ -3,27 +3,42 @@ clustering of the learned embeddings.
 
     python -m training.train_retrieval --config training/configs/avmnist/dual_encoder.yaml \
         --model-dir runs/avmnist/dual_encoder [--set trainer.epochs=3 --set runtime.cpu_replicas=2]
+    python -m training.train_retrieval --config training/configs/openmoji/dual_encoder.yaml \
+        --model-dir runs/openmoji/dual_encoder        # image <-> text
 
 The pair loss (`cross_modal.loss`: CLIP, SigLIP or deep CCA) is computed in the model's custom
 `train_step` on the embeddings of the whole global batch: under `MirroredStrategy`
 (`runtime.cpu_replicas` logical CPUs, or the GPUs) each replica all-gathers the other
 replicas' embeddings, so every replica sees all the negatives.
 
+A text modality is vectorised in tf.data by a `TextVectorization` adapted on the training
+split (`mmkeras.data.preprocessing.Preprocessing`, as `training.train` does); its vocabulary
+is saved as `DIR/vocab.txt` and reloaded by `--evaluate-only`.
+
 The model directory receives:
 
     DIR/config.yaml    the resolved config          DIR/model.keras   the trained dual encoder
     DIR/history.csv    per-epoch loss/temperature    DIR/report.json   the figures below
+    DIR/vocab.txt      the text vocabulary (text modality only)
 
-`report.json` holds, on the test split (by default the pairs whose clips are all distinct):
-- retrieval both ways (`image_to_audio`, `audio_to_image`), Recall@1/5/10 and median rank at
-  the **instance** level (the paired item is the only correct one) and the **class** level
-  (any item of the query's digit is correct), each beside the exact random baseline; AV-MNIST
-  pairs share nothing but the digit, so `instance.class_perfect_ceiling` gives the best
-  instance-level recall any model can expect;
+`report.json` holds, on the test split (by default the pairs whose items - clips, texts - are
+all distinct):
+- retrieval both ways (`<a>_to_<b>`, `<b>_to_<a>` for the sorted modalities, e.g.
+  `audio_to_image`, `image_to_text`), Recall@1/5/10 and median rank at the **instance** level
+  (the paired item is the only correct one) and the **class** level (any item of the query's
+  class is correct), each beside the exact random baseline. AV-MNIST pairs share nothing but
+  the digit, so there `instance.class_perfect_ceiling` gives the best instance-level recall
+  any model can expect; OpenMoji pairs (an emoji and its own annotation) are unique, so the
+  instance level is the real task;
 - canonical correlations of the two embeddings: a linear CCA fitted on training embeddings
   and scored on the test embeddings, beside the same with the test pairs shuffled;
-- k-means (k = classes) on the image, audio and fused (concatenated) test embeddings: NMI and
-  ARI against the digit labels, beside a random assignment with the same cluster sizes.
+- k-means (k = classes) on each modality's and the fused (concatenated) test embeddings: NMI
+  and ARI against the labels, beside a random assignment with the same cluster sizes.
+
+Retrieval and clustering use the space of `cross_modal.eval_space`: cosine of the embeddings
+for the contrastive losses; for deep CCA the canonical space of that training-fitted linear
+CCA (whitened variates scaled by their correlations), because deep CCA's outputs have an
+arbitrary scale and rotation that cosine similarity would read as signal.
 """
 
 import argparse
@@ -72,12 +87,36 @@ def make_pair_loss(cross_modal, modalities):
     raise ValueError(f"Unknown cross_modal.loss '{cross_modal.loss}'. Known: clip, siglip, cca.")
 
 
+EVAL_SPACES = ("embedding", "canonical")
+
+
 def distinct_clip_rows(columns, modality):
     """Indices of the first pair of every distinct file of `modality` (in manifest order)."""
     import numpy as np
 
     _, first = np.unique(np.asarray(columns[modality]), return_index=True)
     return np.sort(first)
+
+
+def distinct_item_rows(columns, modalities):
+    """Indices of the pairs whose item of every modality (file path or text) occurs first:
+    a pair whose clip or text repeats an earlier pair's is left out, so every pair of the
+    result is the only one holding each of its items."""
+    import numpy as np
+
+    keep = np.ones(len(columns["label"]), bool)
+    for m in modalities:
+        first = np.zeros_like(keep)
+        first[distinct_clip_rows(columns, m)] = True
+        keep &= first
+    return np.flatnonzero(keep)
+
+
+def resolve_eval_space(cross_modal):
+    space = cross_modal.eval_space or ("canonical" if cross_modal.loss == "cca" else "embedding")
+    if space not in EVAL_SPACES:
+        raise ValueError(f"cross_modal.eval_space must be one of {EVAL_SPACES} or null, got {space!r}.")
+    return space
 
 
 def subset(columns, rows):
@@ -107,14 +146,22 @@ def evaluate_embeddings(test_embeddings, test_labels, train_embeddings, modaliti
 
     a_key, b_key = (embedding_key(m) for m in modalities)
     a, b = test_embeddings[a_key], test_embeddings[b_key]
-    if cross_modal.loss == "cca":
-        # Correlation is blind to offsets, so deep CCA outputs carry an arbitrary mean that
-        # would dominate cosine similarity: centre each modality with its training mean.
-        a = a - train_embeddings[a_key].mean(0)
-        b = b - train_embeddings[b_key].mean(0)
-    retrieval = retrieval_report(a, b, test_labels, names=modalities)
-
     cca = LinearCCA(regularization=1e-3).fit(train_embeddings[a_key], train_embeddings[b_key])
+    space = resolve_eval_space(cross_modal)
+    if space == "canonical":
+        # Deep CCA's objective is blind to offsets and to any invertible linear map of either
+        # view, so its raw outputs have an arbitrary mean, scale and rotation; compare the
+        # pairs in the canonical space of the training-fitted CCA instead.
+        a_space, b_space = cca.canonical_embeddings(a, b)
+    elif cross_modal.loss == "cca":
+        # Raw deep CCA outputs: at least remove the arbitrary mean (the training mean).
+        a_space = a - train_embeddings[a_key].mean(0)
+        b_space = b - train_embeddings[b_key].mean(0)
+    else:
+        a_space, b_space = a, b
+    retrieval = retrieval_report(a_space, b_space, test_labels, names=modalities)
+    retrieval["space"] = space
+
     held_out = cca.score(a, b)
     shuffled = cca.score(a, b[np.random.default_rng(seed).permutation(len(b))])
     correlations = {
@@ -135,7 +182,8 @@ def evaluate_embeddings(test_embeddings, test_labels, train_embeddings, modaliti
     }
 
     clustering = {}
-    for name, x in ((modalities[0], a), (modalities[1], b), ("fused", np.concatenate([a, b], axis=1))):
+    fused = np.concatenate([a_space, b_space], axis=1)
+    for name, x in ((modalities[0], a_space), (modalities[1], b_space), ("fused", fused)):
         clustering[name] = clustering_report(x, test_labels, k=cross_modal.clustering_k, seed=seed)
     return {"retrieval": retrieval, "canonical_correlations": correlations, "clustering": clustering}
 
@@ -154,10 +202,12 @@ def train(config, model_dir, fresh=False, evaluate_only=False):
 
     strategy = runtime.make_strategy(config.runtime)  # before TensorFlow runs anything
     import keras
+    import numpy as np
 
     from mmkeras.configs import save_config
     from mmkeras.data import load_split
     from mmkeras.data import make_dataset
+    from mmkeras.data.preprocessing import Preprocessing
     from mmkeras.data.sources import dataset_dir_for
     from mmkeras.data.sources import dataset_info
     from mmkeras.models import build_encoder
@@ -179,8 +229,22 @@ def train(config, model_dir, fresh=False, evaluate_only=False):
         split: load_split(dataset_dir, split, config.data, modalities, config.model.num_classes)[0]
         for split in ("train", "validation", "test")
     }
-    train_ds = make_dataset(columns["train"], config.data, modalities, training=True)
-    val_ds = make_dataset(columns["validation"], config.data, modalities)
+    for split, split_columns in columns.items():
+        if len(split_columns["label"]) == 0:
+            raise ValueError(f"The {split} split of {dataset_dir} has no usable rows.")
+    # Text -> token ids in tf.data, with a vocabulary adapted on the training split only
+    # (saved as DIR/vocab.txt; --evaluate-only reloads it instead of adapting again).
+    preprocessing = None
+    if {"text", "tabular"} & set(modalities):
+        if evaluate_only:
+            preprocessing = Preprocessing.load(model_dir, config.data, modalities)
+        else:
+            preprocessing = Preprocessing.fit(columns["train"], config.data, modalities)
+            preprocessing.save(model_dir)
+    train_ds = make_dataset(
+        columns["train"], config.data, modalities, training=True, preprocessing=preprocessing
+    )
+    val_ds = make_dataset(columns["validation"], config.data, modalities, preprocessing=preprocessing)
 
     logit_bias = cross_modal.logit_bias
     if cross_modal.loss == "siglip" and logit_bias is None:
@@ -193,6 +257,7 @@ def train(config, model_dir, fresh=False, evaluate_only=False):
         return _evaluate_and_report(
             config, model_dir, model, columns, cross_modal, modalities, strategy, info,
             dataset_dir, previous["fit_seconds"], previous["final_epoch"], previous["epochs"],
+            preprocessing,
         )
     with strategy.scope():
         encoders = {m: build_encoder(m, config.model, config.data) for m in modalities}
@@ -218,27 +283,41 @@ def train(config, model_dir, fresh=False, evaluate_only=False):
           f"{cross_modal.positives}; {len(columns['train']['label'])} train / "
           f"{len(columns['validation']['label'])} validation pairs; {replicas} replica(s) "
           f"({strategy.__class__.__name__}), global batch {config.data.batch_size}", flush=True)
+    callbacks = [keras.callbacks.CSVLogger(str(model_dir / "history.csv"))]
+    if config.trainer.early_stopping_patience:
+        # A dual encoder logs no accuracy: stop on the validation pair loss and keep the
+        # weights of its best epoch (the test split plays no part in the choice).
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", mode="min", patience=config.trainer.early_stopping_patience,
+                restore_best_weights=True, verbose=1 if config.trainer.verbose else 0,
+            )
+        )
     start = time.time()
     history = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=config.trainer.epochs,
         steps_per_epoch=config.trainer.steps_per_epoch,
-        callbacks=[keras.callbacks.CSVLogger(str(model_dir / "history.csv"))],
+        callbacks=callbacks,
         verbose=config.trainer.verbose,
     )
     fit_seconds = time.time() - start
     model.save(model_dir / "model.keras")
     last = {k: float(v[-1]) for k, v in history.history.items() if v}
+    if config.trainer.early_stopping_patience and history.history.get("val_loss"):
+        best = int(np.argmin(history.history["val_loss"]))
+        last["restored_best_epoch"] = best + 1
+        last["restored_best_val_loss"] = float(history.history["val_loss"][best])
     return _evaluate_and_report(
         config, model_dir, model, columns, cross_modal, modalities, strategy, info, dataset_dir,
-        fit_seconds, last, len(history.history.get("loss", [])),
+        fit_seconds, last, len(history.history.get("loss", [])), preprocessing,
     )
 
 
 def _evaluate_and_report(
     config, model_dir, model, columns, cross_modal, modalities, strategy, info, dataset_dir,
-    fit_seconds, last, epochs,
+    fit_seconds, last, epochs, preprocessing=None,
 ):
     import numpy as np
 
@@ -247,15 +326,21 @@ def _evaluate_and_report(
     from training import report as report_lib
 
     start = time.time()
-    if cross_modal.eval_distinct_clips and "audio" in modalities:
-        test_rows = distinct_clip_rows(columns["test"], "audio")
+    if cross_modal.eval_distinct_clips:
+        test_rows = distinct_item_rows(columns["test"], modalities)
     else:
         test_rows = np.arange(len(columns["test"]["label"]))
     test_columns = subset(columns["test"], test_rows)
-    test_embeddings, test_labels = embed(model, make_dataset(test_columns, config.data, modalities))
+    test_embeddings, test_labels = embed(
+        model, make_dataset(test_columns, config.data, modalities, preprocessing=preprocessing)
+    )
     train_rows = np.arange(min(cross_modal.eval_cca_train_examples, len(columns["train"]["label"])))
     train_embeddings, _ = embed(
-        model, make_dataset(subset(columns["train"], train_rows), config.data, modalities)
+        model,
+        make_dataset(
+            subset(columns["train"], train_rows), config.data, modalities,
+            preprocessing=preprocessing,
+        ),
     )
     figures = evaluate_embeddings(
         test_embeddings, test_labels, train_embeddings, modalities, cross_modal,
@@ -268,9 +353,10 @@ def _evaluate_and_report(
         "positives": cross_modal.positives,
         "test_pairs": int(len(test_rows)),
         "test_pairs_note": (
-            "test pairs whose clips are all distinct (first pair of each clip)"
+            "test pairs whose items are all distinct (first pair of each clip / text)"
             if cross_modal.eval_distinct_clips else "all test pairs"
         ),
+        "eval_space": figures["retrieval"]["space"],
         **figures,
         "final_epoch": last,
         "learned_temperature": (
@@ -298,8 +384,11 @@ def _evaluate_and_report(
 
 def summary_lines(report):
     """A few human-readable lines of a report."""
-    lines = []
     retrieval = report["retrieval"]
+    lines = [
+        f"{retrieval['gallery_size']} test pairs, {retrieval['classes']} classes; retrieval and "
+        f"k-means in the {retrieval.get('space', 'embedding')} space"
+    ]
     for direction in [k for k in retrieval if "_to_" in k]:
         for level in ("instance", "class"):
             ours = retrieval[direction][level]["ours"]
@@ -307,7 +396,7 @@ def summary_lines(report):
             ks = retrieval["ks"]
             cells = "  ".join(f"R@{k} {ours[f'R@{k}']:.3f} (random {rand[f'R@{k}']:.3f})" for k in ks)
             lines.append(
-                f"{direction:15s} {level:8s} {cells}  median rank {ours['median_rank']:.0f} "
+                f"{direction:14s} {level:8s} {cells}  median rank {ours['median_rank']:.0f} "
                 f"(random {rand['median_rank']:.0f})"
             )
     cca = report["canonical_correlations"]

@@ -80,6 +80,20 @@ class LinearCCA:
             (np.asarray(y, np.float64) - self.mean_y_) @ self.y_weights_,
         )
 
+    def canonical_embeddings(self, x, y):
+        """Both views in the shared canonical space: the projections of `transform` (whitened:
+        unit variance and uncorrelated on the fitting rows) with component `k` scaled by its
+        fitted correlation `rho_k`.
+
+        In this space the pairs of the two views are comparable: under a linear-Gaussian model
+        the best prediction of one view's variates from the other's is `rho * u`, so strongly
+        correlated components count most and uncorrelated ones (rho ~ 0) drop out. Raw deep
+        CCA outputs are not comparable this way: their objective is blind to any invertible
+        linear map of either view, so their scale and rotation are arbitrary.
+        """
+        u, v = self.transform(x, y)
+        return u * self.train_correlations_, v * self.train_correlations_
+
     def score(self, x, y):
         """Per-component Pearson correlation of the projected held-out views."""
         u, v = self.transform(x, y)
