@@ -18,6 +18,9 @@ class ProductFusion(BaseFusion):
     contributes `log(1) = 0`; a row with none present gives zeros). This equals
     `log(prod_m (|X_m| + epsilon))`: it drops the sign, never underflows or overflows for many
     modalities, and its gradient `sign(X_m) / (|X_m| + epsilon)` is finite at `X_m = 0`.
+    With `epsilon=1` it is `log prod_m (1 + |X_m|)`, which keeps the unimodal terms (like the
+    1 that tensor fusion appends: `(1 + x)(1 + y) = 1 + x + y + xy`) and maps zeros to 0; use
+    it for ReLU embeddings, whose zeros a small epsilon turns into large negative features.
 
     Args:
         log_domain: bool. Return the sum of log-magnitudes instead of the product.
