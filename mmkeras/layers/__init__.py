@@ -31,3 +31,4 @@ from mmkeras.layers.pairwise_kernels import LinearKernel
 from mmkeras.layers.pairwise_kernels import PolynomialKernel
 from mmkeras.layers.pairwise_kernels import RBFKernel
 from mmkeras.layers.subspace_projection import SubspaceProjection
+from mmkeras.layers.sync_offset_scores import SyncOffsetScores

@@ -4,3 +4,4 @@ from mmkeras.models.dual_encoder import DualEncoder
 from mmkeras.models.modality_invariant_classifier import build_modality_invariant_classifier
 from mmkeras.models.shared_autoencoder import build_shared_autoencoder
 from mmkeras.models.captioner import Captioner
+from mmkeras.models.av_sync_model import AVSyncModel
