@@ -15,7 +15,6 @@ under a uniform prior over the shifted negatives,
 for a balanced in-sync / out-of-sync question.
 """
 
-
 import keras
 from keras import ops
 
