@@ -25,6 +25,7 @@ from mmkeras.layers.spec_augment import SpecAugment
 from mmkeras.layers.tabular_features import TabularFeatures
 from mmkeras.layers.transformer_encoder_block import TransformerEncoderBlock
 from mmkeras.layers.transformer_decoder_block import TransformerDecoderBlock
+from mmkeras.layers.gradient_reversal import AdversarialDiscriminator
 from mmkeras.layers.gradient_reversal import GradientReversal
 from mmkeras.layers.logit_scale import LogitScale
 from mmkeras.layers.pairwise_kernels import LinearKernel

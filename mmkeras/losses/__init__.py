@@ -1,4 +1,4 @@
-"""Cross-modal losses: contrastive (CLIP, SigLIP), deep CCA, kernel alignment."""
+"""Cross-modal losses: contrastive (CLIP, SigLIP), deep CCA, kernel alignment, moment matching."""
 
 from mmkeras.losses.cca_loss import CCALoss
 from mmkeras.losses.cca_loss import canonical_correlations
@@ -8,5 +8,8 @@ from mmkeras.losses.distributed import cross_replica_concat
 from mmkeras.losses.kernel_alignment_loss import KernelAlignmentLoss
 from mmkeras.losses.kernel_alignment_loss import kernel_alignment
 from mmkeras.losses.siglip_loss import SigLIPLoss
+from mmkeras.losses.moment_matching_loss import central_moment_discrepancy
+from mmkeras.losses.moment_matching_loss import linear_mmd
+from mmkeras.losses.moment_matching_loss import moment_matching_loss
 
 PAIR_LOSSES = {"clip": CLIPLoss, "siglip": SigLIPLoss, "cca": CCALoss}
