@@ -6,7 +6,8 @@
     python -m training.evaluate --model-dir A --model-dir B     -> also a Markdown table
 
 `eval.json` holds the test metrics and the accuracy with every modality present, with each
-modality missing, and with all missing. The robustness sweep makes each modality missing in a
+modality missing, and with all missing; for a multi-task run (`model.tasks`), also each head's
+accuracy (`tasks`, from `DIR/multitask.keras`). The robustness sweep makes each modality missing in a
 fraction (0, .25, .5, .75, 1) of the examples, and corrupts each modality at severities
 (0, .25, .5, .75, 1) (`mmkeras.data.noise.CORRUPTIONS`), and summarises each curve by its
 MultiBench relative robustness and, given `--reference` (a model directory evaluated with
@@ -70,6 +71,25 @@ def missing_modality_accuracy(model, x, y):
         none = drop_modality(none, m)
     result["all_missing"] = accuracy(model, none, y)
     return result
+
+
+def task_accuracy(model_dir, config, x, y):
+    """`{head: {target, accuracy}}` of every head in `model_dir/multitask.keras` (None if the
+    run has no task heads)."""
+    path = pathlib.Path(model_dir) / "multitask.keras"
+    if not config.model.tasks or not path.is_file():
+        return None
+    import keras
+
+    from mmkeras.models.multitask import TARGETS
+
+    outputs = keras.saving.load_model(path).predict(x, batch_size=256, verbose=0)
+    targets = {"probabilities": "label", **{t.name: t.target for t in config.model.tasks}}
+    return {
+        name: {"target": target,
+               "accuracy": float((outputs[name].argmax(-1) == TARGETS[target](y)).mean())}
+        for name, target in targets.items()
+    }
 
 
 def curve_figure(curves, levels, title, xlabel):
@@ -160,6 +180,9 @@ def evaluate(model_dir, robustness=False, split="test", max_examples=None, level
         "metrics": classification_metrics(probabilities, y, config.model.num_classes),
         "missing_modalities": missing_modality_accuracy(model, x, y),
     }
+    tasks = task_accuracy(model_dir, config, x, y)
+    if tasks is not None:
+        payload["tasks"] = tasks
     if robustness:
         ref = None
         if reference is not None:
@@ -228,6 +251,9 @@ def main(argv=None):
         print(f"[evaluate] {p['experiment']} ({model_dir}): {args.split} accuracy "
               f"{m['accuracy']:.4f}, loss {m['loss']:.4f} on {m['examples']} examples; "
               + ", ".join(f"{k} {v:.4f}" for k, v in p["missing_modalities"].items()))
+        if "tasks" in p:
+            print("[evaluate]   heads: " + ", ".join(
+                f"{k} ({t['target']}) {t['accuracy']:.4f}" for k, t in p["tasks"].items()))
         if args.robustness:
             import json
 

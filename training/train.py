@@ -80,9 +80,14 @@ def main(argv=None):
     if config is None:
         return 2
     # Devices must be configured before TensorFlow starts; the trainer does it first.
+    from mmkeras.configs import ConfigError
     from training.trainer import train
 
-    train(config, args.model_dir, fresh=args.fresh)
+    try:
+        train(config, args.model_dir, fresh=args.fresh)
+    except ConfigError as e:  # e.g. a model.init_from directory that is not there
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -4,7 +4,9 @@ A model directory holds everything later steps need, so export and evaluation ca
 another process or on another machine:
 
     DIR/config.yaml          the resolved experiment config
-    DIR/model.keras          the best model (by `trainer.monitor`)
+    DIR/model.keras          the best model (by `trainer.monitor`); with `model.tasks`, its
+                             main head only (what evaluation and serving use)
+    DIR/multitask.keras      with `model.tasks`: the best model with every task head
     DIR/checkpoints/         best.keras + best.json (written atomically)
     DIR/backup/              the training state of the last completed epoch (a killed run
                              resumes from here): `AtomicBackupAndRestore` for `fit`, a
@@ -12,7 +14,9 @@ another process or on another machine:
     DIR/logs/                TensorBoard: train/ and validation/ scalars and graph, hparams/,
                              monitor/ (`trainer.monitor_every`: training/monitoring.py)
     DIR/history.csv          per-epoch metrics (one row per epoch, also after a resume)
-    DIR/report.json          test metrics, timings, dataset version, config
+    DIR/report.json          test metrics (and each task head's, `tasks`), timings, dataset
+                             version, config, where transferred encoders came from
+                             (`init_from`: path and SHA-256 of the source model file)
     DIR/learning_curves.png, DIR/confusion_matrix.png
 
 Two training paths end in the same artifacts: `model.fit` under MirroredStrategy (or no
@@ -33,6 +37,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras import features
+from mmkeras.configs import ConfigError
 from mmkeras.configs import save_config
 from mmkeras.configs import to_dict
 from mmkeras.data import load_split
@@ -41,6 +47,8 @@ from mmkeras.data.preprocessing import Preprocessing
 from mmkeras.data.sources import dataset_dir_for
 from mmkeras.data.sources import dataset_info
 from mmkeras.models import build_classifier
+from mmkeras.models import multitask
+from mmkeras.models import transfer
 from training import report as report_lib
 from training import runtime
 from training.callbacks import AtomicBackupAndRestore
@@ -109,7 +117,53 @@ def _hparams(config):
             f"{m}={rate:g}" for m, rate in sorted(c.model.missing.dropout.items())
         ) or "none",
         "model.missing.imputation": c.model.missing.imputation,
+        "model.tasks": ",".join(
+            f"{t.name}={t.loss_weight:g}" for t in c.model.tasks
+        ) or "none",
+        "model.init_from": ",".join(
+            f"{'+'.join(s.modalities) or 'shared'}:{'finetune' if s.trainable else 'frozen'}"
+            for s in c.model.init_from
+        ) or "none",
     }
+
+
+class MainTaskLogs(keras.callbacks.Callback):
+    """Gives the main head's metrics of a multi-task model the names a single-task model's
+    have (`probabilities_accuracy` -> `accuracy`, `val_probabilities_accuracy` ->
+    `val_accuracy`), so `trainer.monitor`, `history.csv` and TensorBoard read the same keys
+    with or without task heads. `loss` stays the weighted total; the main head's own loss is
+    `probabilities_loss`. Must come before the callbacks that read the logs."""
+
+    PREFIX = f"{features.PROBABILITIES}_"
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in list(logs or {}):
+            for split in ("", "val_"):
+                head = split + self.PREFIX
+                if key.startswith(head) and key != f"{head}loss":
+                    logs[split + key[len(head):]] = logs.pop(key)
+
+
+class OnModel(keras.callbacks.Callback):
+    """Runs `callback` on `model` instead of the model being fit (e.g. the main-task view
+    of a multi-task model, for the monitor, which reads class probabilities)."""
+
+    def __init__(self, callback, model):
+        super().__init__()
+        self.callback = callback
+        self.callback.set_model(model)
+
+    def set_model(self, model):
+        pass
+
+    def on_train_begin(self, logs=None):
+        self.callback.on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.callback.on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        self.callback.on_train_end(logs)
 
 
 @dataclasses.dataclass
@@ -208,15 +262,27 @@ def fit(config, model_dir, strategy, data):
     model_dir = pathlib.Path(model_dir)
     train_ds = data.dataset("train", config.data, training=True)
     val_ds = data.dataset("validation", config.data)
+    fit_train_ds, fit_val_ds = train_ds, val_ds
+    tasks = bool(config.model.tasks)
+    if tasks:  # one target per head, derived from the label
+        def to_targets(x, y):
+            return x, multitask.targets(y, config.model)
+
+        fit_train_ds, fit_val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
+        losses = multitask.compile_args(config.model)
+    else:
+        losses = dict(
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
 
     jit_compile = runtime.resolve_jit_compile(config.runtime, strategy)
     with strategy.scope():
         model = build_classifier(config.model, config.data)
         model.compile(
             optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             jit_compile=jit_compile,
+            **losses,
         )
 
     # Epoch-end order is the commit order: history row, best model, logs, and last the backup.
@@ -226,7 +292,8 @@ def fit(config, model_dir, strategy, data):
     report_lib.truncate_history(
         model_dir / "history.csv", AtomicBackupAndRestore.saved_epoch(backup_dir)
     )
-    callbacks = [
+    callbacks = [MainTaskLogs()] if tasks else []
+    callbacks += [
         keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
         BestModelCheckpoint(model_dir / "checkpoints" / "best.keras", monitor=config.trainer.monitor,
                             mode=monitor_mode(config.trainer.monitor)),
@@ -235,7 +302,7 @@ def fit(config, model_dir, strategy, data):
     ]
     monitor = make_monitor(config, model_dir, val_ds)
     if monitor is not None:
-        callbacks.append(monitor)
+        callbacks.append(OnModel(monitor, multitask.main_model(model)) if tasks else monitor)
     if config.trainer.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -248,8 +315,8 @@ def fit(config, model_dir, strategy, data):
     _announce(config, data, strategy)
     start = time.time()
     history = model.fit(
-        train_ds,
-        validation_data=val_ds,
+        fit_train_ds,
+        validation_data=fit_val_ds,
         epochs=config.trainer.epochs,
         steps_per_epoch=config.trainer.steps_per_epoch,
         callbacks=callbacks,
@@ -263,15 +330,57 @@ def fit(config, model_dir, strategy, data):
     )
 
 
+def _save_atomic(model, path):
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
 def save_model_of_record(model_dir, model):
-    """Writes `model_dir/model.keras` from the best checkpoint (else `model`); returns it."""
+    """Writes `model_dir/model.keras` from the best checkpoint (else `model`); returns it.
+
+    A multi-task model (`model.tasks`) is written whole to `model_dir/multitask.keras`, and
+    `model.keras` (returned) is its main head: the same inputs, the `probabilities` output.
+    """
     model_dir = pathlib.Path(model_dir)
     checkpoint_path = model_dir / "checkpoints" / "best.keras"
     best = keras.saving.load_model(checkpoint_path) if checkpoint_path.is_file() else model
-    tmp = model_dir / f".tmp-{os.getpid()}-model.keras"
-    best.save(tmp)
-    os.replace(tmp, model_dir / "model.keras")
+    if isinstance(best.output, dict):
+        _save_atomic(best, model_dir / "multitask.keras")
+        full, best = best, multitask.main_model(best)
+        if full.optimizer is not None:  # compiled like a single-task model of record
+            best.compile(
+                optimizer=keras.optimizers.deserialize(keras.optimizers.serialize(full.optimizer)),
+                loss=keras.losses.SparseCategoricalCrossentropy(),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            )
+            best.optimizer.build(best.trainable_variables)  # (fresh state: loads silently)
+    _save_atomic(best, model_dir / "model.keras")
     return best
+
+
+def task_metrics(model, dataset, model_config):
+    """Test metrics of every head of a multi-task model: `{output name: {...}}`."""
+    outputs, labels = {}, []
+    for x, y in dataset:
+        for name, value in model(x, training=False).items():
+            outputs.setdefault(name, []).append(np.asarray(value))
+        labels.append(np.asarray(y))
+    labels = np.concatenate(labels)
+    heads = [(features.PROBABILITIES, "fused", "label", model_config.main_loss_weight)] + [
+        (t.name, t.input, t.target, t.loss_weight) for t in model_config.tasks
+    ]
+    result = {}
+    for name, source, target, weight in heads:
+        probabilities = np.concatenate(outputs[name])
+        metrics = report_lib.classification_metrics(
+            probabilities, multitask.TARGETS[target](labels), probabilities.shape[-1]
+        )
+        result[name] = {
+            "input": source, "target": target, "loss_weight": weight,
+            **{k: metrics[k] for k in ("accuracy", "loss", "examples")},
+        }
+    return result
 
 
 def build_report(config, model_dir, strategy, data, run, best, test):
@@ -334,6 +443,13 @@ def finish(config, model_dir, strategy, data, run):
     probabilities, labels = predict(best, data.dataset("test", config.data))
     test = report_lib.classification_metrics(probabilities, labels, config.model.num_classes)
     report = build_report(config, model_dir, strategy, data, run, best, test)
+    if config.model.tasks:
+        full = keras.saving.load_model(model_dir / "multitask.keras")
+        report["tasks"] = task_metrics(full, data.dataset("test", config.data), config.model)
+        print("[train] test accuracy per head: " + ", ".join(
+            f"{name} {head['accuracy']:.4f}" for name, head in report["tasks"].items()))
+    if config.model.init_from:
+        report["init_from"] = transfer.describe_sources(config.model)
     report_lib.write_json(model_dir / "report.json", report)
     history_all = report_lib.read_history(model_dir / "history.csv")
     report_lib.plot_learning_curves(history_all, model_dir / "learning_curves.png", config.name)
@@ -355,6 +471,15 @@ def train(config, model_dir, fresh=False):
     the chief writes the model directory.
     """
     multi_worker = config.runtime.distribution == "multi_worker"
+    if multi_worker and config.model.tasks:
+        raise ConfigError(
+            "model.tasks (multi-task heads) is not supported by the multi-worker custom loop "
+            "(runtime.distribution=multi_worker): use mirrored or default."
+        )
+    if config.model.init_from:
+        # Checks the source files before anything is written, and pins their checksums in
+        # the config saved below (a resumed or repeated run then loads the same weights).
+        config = dataclasses.replace(config, model=transfer.pin_sources(config.model))
     if multi_worker:
         # The strategy connects the cluster, so it comes first; only the chief touches DIR.
         strategy = setup_runtime(config)

@@ -238,6 +238,65 @@ class MissingModalityConfig:
     mean_momentum: float = 0.99
 
 
+# Targets a task head can learn, each derived from the example's class label (the functions
+# are in `mmkeras.models.multitask.TARGETS`).
+TASK_TARGETS = ("label", "parity")
+# Output and input names a task may not take.
+_RESERVED_TASK_NAMES = ("probabilities", "class_id", "embedding", "tokens", "label", "fused")
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    """An auxiliary head trained beside the main one (multi-task learning).
+
+    The model then has one output per head: the main head's `probabilities` and one
+    `<name>` output per task; the training loss is `main_loss_weight * main loss +
+    sum(loss_weight * task loss)`. The model of record (`model.keras`, what serving exports)
+    keeps the main head only; `multitask.keras` keeps every head.
+
+    Attributes:
+        name: the head's output name (metrics `<name>_accuracy`, `val_<name>_accuracy`).
+        input: what the head reads: a modality (that encoder's embedding, e.g. `audio`: a
+            per-modality auxiliary head) or `fused` (the fusion output the main head reads;
+            feature-level fusion only).
+        target: `label` (the class label) or `parity` (label % 2, a second task derived from
+            the label).
+        loss_weight: weight of the head's cross-entropy in the total loss.
+        head_units: hidden ReLU units before the head's softmax (empty: a linear softmax).
+    """
+
+    name: str = ""
+    input: str = "fused"
+    target: str = "label"
+    loss_weight: float = 1.0
+    head_units: typing.List[int] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class EncoderSourceConfig:
+    """Encoders whose weights come from another experiment's model directory (transfer).
+
+    Attributes:
+        model_dir: a model directory written by `training.train` (e.g. `runs/x/audio_only`).
+        modalities: the encoders to take from it; each must be in `model.modalities` and in
+            the source model. Empty: every modality the two models share.
+        trainable: fine-tune the loaded encoders (true) or freeze them (false: their weights,
+            BatchNormalization statistics included, stay as loaded; the flag is saved with
+            the model).
+        model_file: the model file inside `model_dir` (`model.keras`, the model of record, or
+            e.g. `checkpoints/best.keras`).
+        sha256: the expected SHA-256 of that file (None: not checked). The trainer writes the
+            checksum it loaded into the run's `config.yaml`, so a run started again from that
+            file loads the same weights or stops with a `ConfigError`.
+    """
+
+    model_dir: str = ""
+    modalities: typing.List[str] = dataclasses.field(default_factory=list)
+    trainable: bool = False
+    model_file: str = "model.keras"
+    sha256: typing.Optional[str] = None
+
+
 @dataclasses.dataclass
 class ModelConfig:
     """A multi-input classifier: one encoder per modality, a fusion, a head.
@@ -250,6 +309,11 @@ class ModelConfig:
         head_units: hidden units of the MLP head (empty: a linear head).
         head_dropout: dropout before the output layer.
         missing: modality dropout and imputation of missing modalities.
+        tasks: auxiliary heads (multi-task learning, `TaskConfig`), e.g. one softmax per
+            modality embedding; empty: the main head only.
+        main_loss_weight: weight of the main head's loss when there are tasks.
+        init_from: encoders loaded from other model directories (transfer,
+            `EncoderSourceConfig`), frozen or fine-tuned.
     """
 
     name: str = "avmnist_fusion"
@@ -267,6 +331,9 @@ class ModelConfig:
     head_units: typing.List[int] = dataclasses.field(default_factory=lambda: [64])
     head_dropout: float = 0.2
     missing: MissingModalityConfig = dataclasses.field(default_factory=MissingModalityConfig)
+    tasks: typing.List[TaskConfig] = dataclasses.field(default_factory=list)
+    main_loss_weight: float = 1.0
+    init_from: typing.List[EncoderSourceConfig] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -361,6 +428,11 @@ def _coerce(value, tp, dotted):
     if origin in (list, typing.List):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"'{dotted}' must be a list, got {value!r}.")
+        if args and _is_dataclass_type(args[0]):
+            return [
+                v if isinstance(v, args[0]) else _merge(args[0](), v, f"{dotted}[{i}]")
+                for i, v in enumerate(value)
+            ]
         return [_coerce(v, args[0], dotted) if args else v for v in value]
     if origin in (dict, typing.Dict):
         if not isinstance(value, dict):
@@ -383,6 +455,70 @@ def _coerce(value, tp, dotted):
             raise ConfigError(f"'{dotted}' must be a string, got {value!r}.")
         return value
     return value
+
+
+def _check_tasks_and_sources(config):
+    """Checks `model.tasks` and `model.init_from` beyond their types (names, targets, which
+    modalities); the files named by `init_from` are checked when the model is built
+    (`mmkeras.models.transfer`). Returns `config`."""
+    import re
+
+    model = config.model
+    names = set()
+    reserved = set(_RESERVED_TASK_NAMES) | set(model.modalities) | {
+        f"{m}_present" for m in model.modalities
+    }
+    for i, task in enumerate(model.tasks):
+        where = f"model.tasks[{i}]"
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", task.name or ""):
+            raise ConfigError(
+                f"'{where}.name' must be a lowercase identifier (the output name), got "
+                f"{task.name!r}."
+            )
+        if task.name in reserved or task.name in names:
+            raise ConfigError(
+                f"'{where}.name' {task.name!r} is taken (by another task, a model input or "
+                f"output); reserved here: {sorted(reserved)}."
+            )
+        names.add(task.name)
+        if task.input != "fused" and task.input not in model.modalities:
+            raise ConfigError(
+                f"'{where}.input' must be 'fused' or one of model.modalities "
+                f"{sorted(model.modalities)}, got {task.input!r}."
+            )
+        if task.target not in TASK_TARGETS:
+            raise ConfigError(
+                f"'{where}.target' must be one of {list(TASK_TARGETS)}, got {task.target!r}."
+            )
+        if task.loss_weight < 0:
+            raise ConfigError(f"'{where}.loss_weight' must be >= 0, got {task.loss_weight}.")
+    if model.main_loss_weight < 0:
+        raise ConfigError(
+            f"'model.main_loss_weight' must be >= 0, got {model.main_loss_weight}."
+        )
+    taken = {}
+    for i, source in enumerate(model.init_from):
+        where = f"model.init_from[{i}]"
+        if not source.model_dir:
+            raise ConfigError(f"'{where}.model_dir' is required (a trained model directory).")
+        unknown = sorted(set(source.modalities) - set(model.modalities))
+        if unknown:
+            raise ConfigError(
+                f"'{where}.modalities' names {unknown}, which are not among model.modalities "
+                f"{sorted(model.modalities)}."
+            )
+        for m in source.modalities:
+            if m in taken:
+                raise ConfigError(
+                    f"'{where}.modalities': the {m} encoder is already loaded by "
+                    f"model.init_from[{taken[m]}]."
+                )
+            taken[m] = i
+        if source.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", source.sha256):
+            raise ConfigError(
+                f"'{where}.sha256' must be 64 lowercase hex digits, got {source.sha256!r}."
+            )
+    return config
 
 
 def parse_override(text):
@@ -430,7 +566,7 @@ def load_config(path=None, overrides=(), base=None):
         update = parse_override(override) if isinstance(override, str) else override
         _deep_update(raw, copy.deepcopy(update))
     try:
-        return _merge(base or ExperimentConfig(), raw, "")
+        return _check_tasks_and_sources(_merge(base or ExperimentConfig(), raw, ""))
     except ConfigError as e:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{e}") from None
@@ -450,4 +586,4 @@ def save_config(config, path):
 
 
 def config_from_dict(values):
-    return _merge(ExperimentConfig(), values, "")
+    return _check_tasks_and_sources(_merge(ExperimentConfig(), values, ""))

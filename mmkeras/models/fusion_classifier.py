@@ -2,7 +2,9 @@
 
 Every built model takes a dict of named inputs: one per modality (`image`, `audio`, ...) and one
 presence flag per modality (`image_present`, ...: float32 `(batch,)`, 1 = present). Its output
-is named `probabilities`.
+is named `probabilities` (with `model.tasks`, a dict of that and one output per task head:
+`mmkeras.models.multitask`). `model.init_from` loads encoders from trained model directories
+(`mmkeras.models.transfer`).
 """
 
 import keras
@@ -13,6 +15,8 @@ from mmkeras.layers.fusion import DECISION_FUSION_LAYERS
 from mmkeras.layers.fusion import FUSION_LAYERS
 from mmkeras.layers.modality_dropout import ModalityDropout
 from mmkeras.layers.modality_imputation import ModalityImputation
+from mmkeras.models import multitask
+from mmkeras.models import transfer
 
 
 def build_encoder(modality, model_config, data_config=None):
@@ -97,9 +101,16 @@ def build_classifier(model_config, data_config=None):
     presence flags (training only) and/or `ModalityImputation` of missing embeddings before
     the fusion; its defaults add neither.
 
+    `tasks` adds auxiliary heads on the encoders' embeddings or the fused representation
+    (`mmkeras.models.multitask`); `init_from` loads encoder weights from trained model
+    directories and freezes them if asked (`mmkeras.models.transfer`), after the model is
+    built, so every other weight is initialised as without it.
+
     Returns:
         A functional `keras.Model` with inputs `{m, m_present for m in modalities}` and one
-        output, the class probabilities, named `probabilities`.
+        output, the class probabilities, named `probabilities`; with `tasks`, a dict output
+        `{"probabilities": ..., <task name>: ...}` (`multitask.main_model` gives the
+        single-output view).
     """
     modalities = sorted(model_config.modalities)
     if not modalities:
@@ -114,7 +125,9 @@ def build_classifier(model_config, data_config=None):
         inputs[features.presence_key(m)] = flag
         embeddings[m] = encoder(x)
         presence[m] = flag
+    encoder_embeddings = dict(embeddings)
     embeddings, presence = _missing_modalities(model_config, embeddings, presence)
+    fused = None  # the representation the main head reads (none for decision fusion)
 
     fusion_type = model_config.fusion.type
     args = dict(model_config.fusion.args)
@@ -146,4 +159,12 @@ def build_classifier(model_config, data_config=None):
         known = sorted(FUSION_LAYERS) + sorted(DECISION_FUSION_LAYERS)
         raise ValueError(f"Unknown fusion type '{fusion_type}'. Known: {known}.")
     outputs = keras.layers.Identity(name=features.PROBABILITIES, dtype="float32")(probs)
-    return keras.Model(inputs, outputs, name=model_config.name)
+    if model_config.tasks:
+        outputs = {
+            features.PROBABILITIES: outputs,
+            **multitask.task_heads(model_config, encoder_embeddings, fused),
+        }
+    model = keras.Model(inputs, outputs, name=model_config.name)
+    if model_config.init_from:
+        transfer.load_encoders(model_config, encoders)
+    return model

@@ -19,20 +19,29 @@ def test_defaults_are_an_experiment():
     assert config.model.fusion.type == "concat"
 
 
-def is_cross_modal(path):
+def loader_for(path):
+    """The loader of a bundled YAML: its top-level section says which config type it is."""
     import yaml
 
-    return "cross_modal" in (yaml.safe_load(path.read_text()) or {})
+    sections = yaml.safe_load(path.read_text()) or {}
+    if "cross_modal" in sections:  # dual encoders, CCA, autoencoders, invariance
+        from training.cross_modal_config import load_cross_modal_config
+
+        return load_cross_modal_config
+    if "av_sync" in sections:
+        from training.av_sync_config import load_av_sync_config
+
+        return load_av_sync_config
+    if "captioning" in sections:
+        from training.captioning_config import load_captioning_config
+
+        return load_captioning_config
+    return load_config
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_bundled_yaml_loads(path):
-    if is_cross_modal(path):  # dual encoders, CCA, autoencoders: their own config type
-        from training.cross_modal_config import load_cross_modal_config
-
-        config = load_cross_modal_config(path)
-    else:
-        config = load_config(path)
+    config = loader_for(path)(path)
     assert config.name
 
 
