@@ -151,3 +151,13 @@ def set_precision(runtime_config):
 
 def set_seed(seed):
     keras.utils.set_random_seed(seed)
+
+
+def setup(config):
+    """Strategy first (devices are fixed when TensorFlow starts), then precision, seeds and
+    determinism, from an experiment config's `runtime` and `trainer.seed`; returns the strategy."""
+    strategy = make_strategy(config.runtime)
+    set_precision(config.runtime)
+    set_seed(config.trainer.seed)
+    set_determinism(config.runtime)
+    return strategy

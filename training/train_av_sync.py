@@ -241,7 +241,7 @@ def train(config, model_dir, fresh=False):
 
     from training import runtime
 
-    strategy = runtime.make_strategy(config.runtime)  # before TensorFlow runs anything
+    strategy = runtime.setup(config)  # before TensorFlow runs anything
     import keras
     import numpy as np
 
@@ -252,8 +252,6 @@ def train(config, model_dir, fresh=False):
     from mmkeras.datasets import av_sync
     from training.trainer import make_optimizer
 
-    runtime.set_precision(config.runtime)
-    runtime.set_seed(config.trainer.seed)
     replicas = strategy.num_replicas_in_sync
     save_config(config, model_dir / "config.yaml")
     s = config.av_sync

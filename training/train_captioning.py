@@ -279,7 +279,7 @@ def train(config, model_dir, fresh=False):
 
     from training import runtime
 
-    strategy = runtime.make_strategy(config.runtime)  # before TensorFlow runs anything
+    strategy = runtime.setup(config)  # before TensorFlow runs anything
     import keras
     import numpy as np
 
@@ -290,8 +290,6 @@ def train(config, model_dir, fresh=False):
     from mmkeras.models.captioner import Captioner
     from training.trainer import make_optimizer
 
-    runtime.set_precision(config.runtime)
-    runtime.set_seed(config.trainer.seed)
     runtime.set_determinism(config.runtime)
     replicas = strategy.num_replicas_in_sync
     save_config(config, model_dir / "config.yaml")

@@ -289,7 +289,7 @@ def train(config, model_dir, fresh=False, baseline=True):
     model_dir = prepare_model_dir(model_dir, fresh=fresh)
     from training import runtime
 
-    strategy = runtime.make_strategy(config.runtime)
+    strategy = runtime.setup(config)  # before TensorFlow runs anything
     import keras
     import numpy as np
 
@@ -305,7 +305,6 @@ def train(config, model_dir, fresh=False, baseline=True):
     from training import report as report_lib
     from training.trainer import make_optimizer
 
-    runtime.set_precision(config.runtime)
     save_config(config, model_dir / "config.yaml")
     cm = config.cross_modal
     modalities = sorted(config.model.modalities)

@@ -200,7 +200,7 @@ def train(config, model_dir, fresh=False, evaluate_only=False):
 
     from training import runtime
 
-    strategy = runtime.make_strategy(config.runtime)  # before TensorFlow runs anything
+    strategy = runtime.setup(config)  # before TensorFlow runs anything
     import keras
     import numpy as np
 
@@ -214,8 +214,6 @@ def train(config, model_dir, fresh=False, evaluate_only=False):
     from mmkeras.models.dual_encoder import DualEncoder
     from training.trainer import make_optimizer
 
-    runtime.set_precision(config.runtime)
-    runtime.set_seed(config.trainer.seed)
     replicas = strategy.num_replicas_in_sync
     save_config(config, model_dir / "config.yaml")
     cross_modal = config.cross_modal

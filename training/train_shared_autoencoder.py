@@ -85,7 +85,7 @@ def train(config, model_dir, fresh=False):
     model_dir = prepare_model_dir(model_dir, fresh=fresh)
     from training import runtime
 
-    strategy = runtime.make_strategy(config.runtime)
+    strategy = runtime.setup(config)  # before TensorFlow runs anything
     import keras
     import numpy as np
 
@@ -103,8 +103,6 @@ def train(config, model_dir, fresh=False):
     from training import report as report_lib
     from training.trainer import make_optimizer
 
-    runtime.set_precision(config.runtime)
-    runtime.set_seed(config.trainer.seed)
     save_config(config, model_dir / "config.yaml")
     modalities = sorted(config.model.modalities)
     if modalities != ["audio", "image"]:

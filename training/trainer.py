@@ -217,15 +217,6 @@ def prepare_model_dir(model_dir, fresh):
     return model_dir
 
 
-def setup_runtime(config):
-    """Strategy first (devices are fixed when TensorFlow starts), then precision and seeds."""
-    strategy = runtime.make_strategy(config.runtime)
-    runtime.set_precision(config.runtime)
-    runtime.set_seed(config.trainer.seed)
-    runtime.set_determinism(config.runtime)
-    return strategy
-
-
 def load_data(config):
     """Finds (or prepares) the dataset and reads its checked splits."""
     dataset_dir = dataset_dir_for(config.data)
@@ -482,12 +473,12 @@ def train(config, model_dir, fresh=False):
         config = dataclasses.replace(config, model=transfer.pin_sources(config.model))
     if multi_worker:
         # The strategy connects the cluster, so it comes first; only the chief touches DIR.
-        strategy = setup_runtime(config)
+        strategy = runtime.setup(config)
         is_chief = runtime.worker_info(strategy)[2]
         model_dir = prepare_model_dir(model_dir, fresh) if is_chief else pathlib.Path(model_dir)
     else:
         model_dir = prepare_model_dir(model_dir, fresh)
-        strategy = setup_runtime(config)
+        strategy = runtime.setup(config)
         is_chief = True
     if is_chief:
         save_config(config, model_dir / "config.yaml")
