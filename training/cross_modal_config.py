@@ -98,6 +98,34 @@ class CrossModalConfig:
     moment_matching: typing.Optional[str] = None
     moment_weight: float = 0.0
     cmd_moments: int = 5
+    # discriminator_gradient_penalty: gamma of an R1-style penalty gamma/2 * E||grad_z
+    #     logits||^2 on the discriminator (train_invariance): keeps it smooth, so that its
+    #     adversarial gradient stays bounded and informative instead of swamping the task.
+    discriminator_gradient_penalty: float = 0.0
+
+    # Shared-representation autoencoder (`train_shared_autoencoder`; see `code_dim` and
+    # `modality_dropout` above):
+    # autoencoder_subsets: train on every non-empty subset of modalities every step (both,
+    #     image only, audio only), each subset's code reconstructing EVERY modality
+    #     (`subset_training_model`); False: the earlier training of the model itself with
+    #     random `modality_dropout`.
+    # autoencoder_alignment: None, `l2` or `infonce`: a label-free term pulling the
+    #     single-modality codes of a pair together (`code_alignment_loss`; subset training
+    #     only), weight autoencoder_alignment_weight, InfoNCE temperature
+    #     autoencoder_alignment_temperature.
+    # autoencoder_cross_weight: weight of the reconstruction of a modality from a subset that
+    #     does not contain it (cross-modal), relative to 1 for the others.
+    # autoencoder_normalize_losses: divide each modality's reconstruction losses by the
+    #     variance of its training targets (the MSE of predicting their mean), estimated on
+    #     the first autoencoder_normalize_batches training batches, so that each modality
+    #     counts alike (AV-MNIST: image pixels 0.014, log-mel 0.24; False: raw MSEs).
+    autoencoder_subsets: bool = True
+    autoencoder_alignment: typing.Optional[str] = "l2"
+    autoencoder_alignment_weight: float = 1.0
+    autoencoder_alignment_temperature: float = 0.1
+    autoencoder_cross_weight: float = 1.0
+    autoencoder_normalize_losses: bool = True
+    autoencoder_normalize_batches: int = 20
 
 
 @dataclasses.dataclass

@@ -95,7 +95,8 @@ def trainer_class():
         """
 
         def __init__(self, network, modalities, adversary="reversal", discriminator_steps=1,
-                     moment_matching=None, moment_weight=0.0, cmd_moments=5, **kwargs):
+                     moment_matching=None, moment_weight=0.0, cmd_moments=5,
+                     gradient_penalty=0.0, **kwargs):
             super().__init__(name=kwargs.pop("name", f"{network.name}_trainer"), **kwargs)
             if discriminator_steps < 1:
                 raise ValueError(f"discriminator_steps must be >= 1, got {discriminator_steps}.")
@@ -106,6 +107,7 @@ def trainer_class():
             self.moment_matching = moment_matching
             self.moment_weight = float(moment_weight)
             self.cmd_moments = int(cmd_moments)
+            self.gradient_penalty = float(gradient_penalty)
             keys = [k for m in self.modalities
                     for k in (class_key(m), modality_key(m), embedding_key(m))]
             self.full = keras.Model(network.inputs,
@@ -119,7 +121,8 @@ def trainer_class():
             self.encoder_variables = [v for v in network.trainable_variables
                                       if id(v) not in disc_ids]
             self.trackers = {name: keras.metrics.Mean(name=name) for name in (
-                "loss", "task_loss", "adversarial_loss", "moment_loss", "discriminator_loss")}
+                "loss", "task_loss", "adversarial_loss", "moment_loss", "discriminator_loss",
+                "gradient_penalty")}
             self.accuracies = {
                 name: keras.metrics.SparseCategoricalAccuracy(name=name)
                 for name in [f"{m}_class_acc" for m in self.modalities] + ["discriminator_acc"]
@@ -155,9 +158,15 @@ def trainer_class():
                     # Stable log-softmax of the discriminator (the clipped probabilities of
                     # the model's outputs give no gradient once it is confident past 1e-7).
                     log_p = self.discriminator.log_probabilities(
-                        out[embedding_key(m)], branch=self.adversary)
+                        out[embedding_key(m)],
+                        branch="reversal" if self.adversary == "reversal" else "confusion")
                     if self.adversary == "confusion":  # cross-entropy against uniform
                         adversarial = adversarial - ops.mean(log_p)
+                    elif self.adversary == "inverted":  # against the other modalities
+                        others = 1.0 - ops.one_hot(
+                            self._domains(labels, i), len(self.modalities))
+                        others = others / float(len(self.modalities) - 1)
+                        adversarial = adversarial - ops.mean(ops.sum(others * log_p, axis=-1))
                     else:  # the discriminator's cross-entropy, reversed for the encoders
                         adversarial = adversarial - ops.mean(ops.take_along_axis(
                             log_p, ops.expand_dims(self._domains(labels, i), -1), axis=-1))
@@ -180,17 +189,35 @@ def trainer_class():
                 [self._domains(labels, i) for i in range(len(self.modalities))], axis=0)
             for _ in range(self.discriminator_steps):
                 with tf.GradientTape() as tape:
-                    log_p = self.discriminator.log_probabilities(embeddings, branch="judge")
+                    with tf.GradientTape(persistent=True) as input_tape:
+                        input_tape.watch(embeddings)
+                        logits = self.discriminator.logits(embeddings)
+                        centred = logits - ops.mean(logits, axis=-1, keepdims=True)
+                        totals = [ops.sum(centred[:, j]) for j in range(len(self.modalities))]
+                    log_p = ops.log_softmax(logits, axis=-1)
                     disc_loss = -ops.mean(ops.take_along_axis(
                         log_p, ops.expand_dims(domains, -1), axis=-1))
-                    scaled = self.discriminator_optimizer.scale_loss(disc_loss / replicas)
+                    penalty = ops.zeros(())
+                    if self.gradient_penalty > 0:
+                        # R1-style: the squared norm of the (centred) logits' gradient with
+                        # respect to the embeddings, on every example: a smooth judge,
+                        # whose gradient the encoders can follow.
+                        for total in totals:
+                            slope = input_tape.gradient(total, embeddings)
+                            penalty = penalty + ops.mean(ops.sum(ops.square(slope), axis=-1))
+                        disc_loss_total = disc_loss + 0.5 * self.gradient_penalty * penalty
+                    else:
+                        disc_loss_total = disc_loss
+                    scaled = self.discriminator_optimizer.scale_loss(disc_loss_total / replicas)
+                del input_tape
                 gradients = tape.gradient(scaled, self.discriminator_variables)
                 self.discriminator_optimizer.apply_gradients(
                     zip(gradients, self.discriminator_variables))
 
             for name, value in (("loss", loss), ("task_loss", task),
                                 ("adversarial_loss", adversarial), ("moment_loss", moment),
-                                ("discriminator_loss", disc_loss)):
+                                ("discriminator_loss", disc_loss),
+                                ("gradient_penalty", penalty)):
                 self.trackers[name].update_state(value)
             for i, m in enumerate(self.modalities):
                 self.accuracies[f"{m}_class_acc"].update_state(labels, out[class_key(m)])
@@ -345,6 +372,7 @@ def train(config, model_dir, fresh=False, baseline=True):
                 discriminator_steps=cm.discriminator_steps,
                 moment_matching=cm.moment_matching if moment_weight > 0 else None,
                 moment_weight=moment_weight, cmd_moments=cm.cmd_moments,
+                gradient_penalty=cm.discriminator_gradient_penalty,
             )
             model.compile(
                 optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync),

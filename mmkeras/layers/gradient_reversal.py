@@ -115,7 +115,7 @@ class GradientReversal(keras.layers.Layer):
         return config
 
 
-ADVERSARIES = ("reversal", "confusion")
+ADVERSARIES = ("reversal", "confusion", "inverted")
 
 
 @mmkeras_export("mmkeras.layers.AdversarialDiscriminator")
@@ -134,13 +134,16 @@ class AdversarialDiscriminator(keras.layers.Layer):
       with `domain_confusion_loss` (cross-entropy against the uniform distribution): it
       moves only the encoders, towards embeddings the current discriminator cannot tell
       apart. Returns `(probabilities, confusion)`.
+    - `inverted`: the same two outputs as `confusion`; train `confusion` against the *other*
+      domains' labels (the non-saturating inverted-label GAN loss, as in ADDA), whose gradient
+      stays strong while the discriminator is right.
 
     `scale` (lambda) is a non-trainable weight, annealed by `GradientReversalSchedule`.
 
     Args:
         num_domains: number of domains (modalities) to tell apart.
         units: hidden units of the MLP (ReLU).
-        adversary: `reversal` or `confusion`.
+        adversary: `reversal`, `confusion` or `inverted`.
         scale: `lambda >= 0`, the weight of the adversarial gradient (0: the discriminator
             learns, the encoders are left alone).
         **kwargs: standard `keras.layers.Layer` arguments.
@@ -206,6 +209,11 @@ class AdversarialDiscriminator(keras.layers.Layer):
 
     def _mlp(self, x, frozen=False):
         return ops.softmax(self._logits(x, frozen), axis=-1)
+
+    def logits(self, inputs):
+        """The discriminator's logits on `inputs`, with ordinary gradients to both the
+        weights and the inputs (for custom losses, e.g. a gradient penalty)."""
+        return self._logits(inputs)
 
     def log_probabilities(self, inputs, branch="judge"):
         """Log-probabilities over the domains (a stable `log_softmax` of the logits: unlike

@@ -81,12 +81,24 @@ def central_moment_discrepancy(x, y, moments=5, bound=1.0):
     return total
 
 
-MOMENT_MATCHING = {"cmd": central_moment_discrepancy, "linear_mmd": linear_mmd}
+def paired_squared_distance(x, y):
+    """The mean squared Euclidean distance between the rows of `x` and `y` that are *pairs*
+    (row i of both comes from the same example, e.g. an image and the audio it was paired
+    with): 0 when every pair coincides. Unlike the moment discrepancies it needs aligned rows,
+    and it aligns each pair, not only the two distributions."""
+    x, y = _check(x, y)
+    if x.shape[0] is not None and y.shape[0] is not None and x.shape[0] != y.shape[0]:
+        raise ValueError(f"Paired samples need as many rows, got {x.shape} and {y.shape}.")
+    return ops.mean(ops.sum(ops.square(x - y), axis=-1))
+
+
+MOMENT_MATCHING = {"cmd": central_moment_discrepancy, "linear_mmd": linear_mmd,
+                   "paired": paired_squared_distance}
 
 
 def moment_matching_loss(kind, samples, **kwargs):
-    """The mean of `kind` (`cmd` or `linear_mmd`) over every pair of the `samples` (a list of
-    `(n_i, d)` tensors, e.g. one per modality)."""
+    """The mean of `kind` (`cmd`, `linear_mmd`, or `paired`: rows must be aligned) over every
+    pair of the `samples` (a list of `(n_i, d)` tensors, e.g. one per modality)."""
     if kind not in MOMENT_MATCHING:
         raise ValueError(f"moment matching must be one of {sorted(MOMENT_MATCHING)}, got '{kind}'.")
     if len(samples) < 2:

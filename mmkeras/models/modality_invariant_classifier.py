@@ -56,7 +56,7 @@ def build_modality_invariant_classifier(
     - `<m>_modality`: the discriminator's probabilities over the modalities (sorted names),
       trained on the true modality (`targets`); under `reversal` the encoders get its
       gradient times `-reversal_scale`;
-    - `<m>_confusion` (`adversary="confusion"` only): the discriminator, weights held
+    - `<m>_confusion` (`adversary="confusion"` or `"inverted"`): the discriminator, weights held
       constant, on the embedding; train it with `domain_confusion_loss` (weight 1: the
       layer already scales its gradient by `reversal_scale`).
 
@@ -72,7 +72,8 @@ def build_modality_invariant_classifier(
         discriminator_units: hidden units of the discriminator MLP.
         reversal_scale: final lambda, the weight of the adversarial gradient (0: no
             adversarial signal, the baseline; the discriminator still learns).
-        adversary: `reversal` or `confusion` (see `AdversarialDiscriminator`).
+        adversary: `reversal`, `confusion` or `inverted` (see `AdversarialDiscriminator`;
+            `inverted` is trained by `train_invariance`'s alternating trainer).
         embedding_norm: how the shared embedding is normalised, which is what the task
             head, the discriminator and the post-hoc probe all read:
             - `layer`: a LayerNormalization per modality, each with its own learned gain
@@ -128,7 +129,7 @@ def build_modality_invariant_classifier(
             z = keras.layers.Identity(name=embedding_key(m))(z)
         outputs[class_key(m)] = keras.layers.Identity(name=class_key(m))(task_head(z))
         judged = discriminator(z)
-        if adversary == "confusion":
+        if adversary != "reversal":  # confusion, inverted: (probabilities, confusion)
             judged, confused = judged
             outputs[confusion_key(m)] = keras.layers.Identity(name=confusion_key(m))(confused)
         outputs[modality_key(m)] = keras.layers.Identity(name=modality_key(m))(judged)

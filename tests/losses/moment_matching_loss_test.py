@@ -74,3 +74,21 @@ def test_pairwise_average_and_errors():
         moment_matching_loss("cmd", [a])
     with pytest.raises(ValueError, match="moments"):
         central_moment_discrepancy(a, b, moments=0)
+
+
+def test_paired_squared_distance_closed_form():
+    from mmkeras.losses.moment_matching_loss import paired_squared_distance
+
+    x = _sample()
+    assert float(paired_squared_distance(x, x)) == 0.0
+    # A constant offset c of every pair: the distance is ||c||^2 = 25.
+    c = np.array([3.0, 0.0, -4.0, 0.0], "float32")
+    assert float(paired_squared_distance(x, x + c)) == pytest.approx(25.0, rel=1e-5)
+    # Unlike the moment discrepancies it sees a permutation: same distribution, pairs broken.
+    shuffled = x[::-1]
+    assert float(linear_mmd(x, shuffled)) == pytest.approx(0.0, abs=1e-6)
+    expected = np.mean(np.sum((x - shuffled) ** 2, axis=-1))
+    assert float(moment_matching_loss("paired", [x, shuffled])) == pytest.approx(
+        expected, rel=1e-5)
+    with pytest.raises(ValueError, match="as many rows"):
+        paired_squared_distance(x, x[:10])
