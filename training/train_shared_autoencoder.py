@@ -5,7 +5,11 @@ cross-modal reconstruction and linear probes of the shared code.
         --config training/configs/avmnist/shared_autoencoder.yaml --model-dir runs/avmnist/shared_ae
 
 Targets: the image pixels and the audio's log-mel spectrogram (computed in tf.data with the
-audio encoder's settings, standardised per clip, flattened). `report.json` gives on the test
+audio encoder's settings, standardised per clip, flattened). With `autoencoder_subsets` (the
+default) the model is trained through `subset_training_model`: every step, the codes of both
+modalities, of the image alone and of the audio alone each reconstruct both targets, plus the
+optional label-free `autoencoder_alignment` term between the image-only and audio-only codes;
+otherwise the model itself is trained with random modality dropout. `report.json` gives on the test
 split, for each input condition (`both`, `image_only`, `audio_only`: which modalities feed
 the code):
 
@@ -19,6 +23,7 @@ the code):
 """
 
 import argparse
+import itertools
 import sys
 import time
 
@@ -88,6 +93,7 @@ def train(config, model_dir, fresh=False):
     strategy = runtime.setup(config)  # before TensorFlow runs anything
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from mmkeras.configs import save_config
     from mmkeras.configs import to_dict
@@ -97,7 +103,11 @@ def train(config, model_dir, fresh=False):
     from mmkeras.data.sources import dataset_info
     from mmkeras.metrics import ridge_probe
     from mmkeras.models import build_encoder
+    from mmkeras.models.shared_autoencoder import ALIGNMENT
+    from mmkeras.models.shared_autoencoder import alignment_loss
     from mmkeras.models.shared_autoencoder import build_shared_autoencoder
+    from mmkeras.models.shared_autoencoder import subset_reconstruction_key
+    from mmkeras.models.shared_autoencoder import subset_training_model
     from mmkeras.models.shared_autoencoder import code_model
     from mmkeras.models.shared_autoencoder import reconstruction_key
     from training import report as report_lib
@@ -122,7 +132,28 @@ def train(config, model_dir, fresh=False):
             return (x, y, label) if keep_labels else (x, y)
         return ds.map(fn)
 
+    cm = config.cross_modal
+    if cm.autoencoder_alignment not in (None, "l2", "infonce"):
+        raise ValueError(f"cross_modal.autoencoder_alignment must be null, l2 or infonce, got {cm.autoencoder_alignment!r}.")
     train_ds = with_targets(make_dataset(columns["train"], config.data, modalities, training=True))
+    subsets = [s for k in range(1, len(modalities) + 1) for s in itertools.combinations(modalities, k)]
+    scale = {m: 1.0 for m in modalities}
+    if cm.autoencoder_normalize_losses:
+        # The MSE of predicting the mean target, estimated on the first training batches.
+        sample = {m: [] for m in modalities}
+        for _, y in train_ds.take(cm.autoencoder_normalize_batches):
+            for m in modalities:
+                sample[m].append(np.asarray(y[reconstruction_key(m)]).reshape(len(y[reconstruction_key(m)]), -1))
+        scale = {m: 1.0 / float(np.concatenate(v).var(axis=0).mean()) for m, v in sample.items()}
+    if cm.autoencoder_subsets:
+        def subset_targets(x, y):
+            # Every subset's reconstruction of m has m's target; the alignment output none.
+            y = {subset_reconstruction_key(m, s): y[reconstruction_key(m)] for m in modalities for s in subsets}
+            if cm.autoencoder_alignment:
+                y[ALIGNMENT] = tf.zeros_like(y[subset_reconstruction_key(modalities[0], subsets[0])][:, 0])
+            return {m: x[m] for m in modalities}, y
+
+        train_ds = train_ds.map(subset_targets)
     with strategy.scope():
         encoders = {m: build_encoder(m, config.model, config.data) for m in modalities}
         model = build_shared_autoencoder(
@@ -130,12 +161,25 @@ def train(config, model_dir, fresh=False):
             code_dim=config.cross_modal.code_dim, modality_dropout=config.cross_modal.modality_dropout,
             name=config.model.name,
         )
-        model.compile(
+        if cm.autoencoder_subsets:
+            trainee = subset_training_model(
+                model, alignment=cm.autoencoder_alignment, temperature=cm.autoencoder_alignment_temperature
+            )
+            loss = {subset_reconstruction_key(m, s): "mse" for m in modalities for s in subsets}
+            weights = {subset_reconstruction_key(m, s): scale[m] * (1.0 if m in s else cm.autoencoder_cross_weight)
+                       for m in modalities for s in subsets}
+            if cm.autoencoder_alignment:
+                loss[ALIGNMENT], weights[ALIGNMENT] = alignment_loss, cm.autoencoder_alignment_weight
+        else:
+            trainee = model
+            loss = {reconstruction_key(m): "mse" for m in modalities}
+            weights = {reconstruction_key(m): scale[m] for m in modalities}
+        trainee.compile(
             optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync),
-            loss={reconstruction_key(m): "mse" for m in modalities},
+            loss=loss, loss_weights=weights,
         )
     start = time.time()
-    model.fit(train_ds, epochs=config.trainer.epochs, verbose=config.trainer.verbose,
+    trainee.fit(train_ds, epochs=config.trainer.epochs, verbose=config.trainer.verbose,
               callbacks=[keras.callbacks.CSVLogger(str(model_dir / "history.csv"))])
     fit_seconds = time.time() - start
     model.save(model_dir / "model.keras")
