@@ -46,7 +46,7 @@ def test_train_invariance_script_with_every_new_option(avmnist_small, tmp_path, 
     for r in (run, base):
         assert r["discriminator_updates"] == 2 * r["encoder_updates"] > 0
         assert set(r["task_accuracy"]) == {"audio", "image"}
-        assert set(r["probe_modality_accuracy"]) == {"linear", "mlp"}
+        assert set(r["probe_modality_accuracy"]) == {"linear", "mlp", "mlp_on_predictions"}
         for value in [*r["task_accuracy"].values(), *r["probe_modality_accuracy"].values(),
                       r["discriminator_accuracy"]]:
             assert 0.0 <= value <= 1.0
