@@ -75,7 +75,8 @@ class CrossModalConfig:
     # Adversarial modality invariance (`train_invariance`; see `reversal_scale` above):
     # adversary: `reversal` (DANN: the encoders get the discriminator's gradient reversed)
     #     or `confusion` (Tzeng et al. 2015: the encoders push the discriminator's prediction
-    #     towards uniform); the discriminator itself always learns the true modalities.
+    #     towards uniform) or `inverted` (towards the other modality: the non-saturating
+    #     inverted-label loss); the discriminator itself always learns the true modalities.
     # probe_mlp_epochs: epochs of the post-hoc MLP modality probe (0: linear probe only).
     adversary: str = "reversal"
     probe_mlp_epochs: int = 30
@@ -87,9 +88,10 @@ class CrossModalConfig:
     # embedding_norm: `layer` (per-modality LayerNorm), `shared_layer`, `l2` or `none`;
     #     shared_projection: one projection Dense for every encoder (see
     #     `build_modality_invariant_classifier`).
-    # moment_matching: None, `cmd` or `linear_mmd`: a NON-adversarial alignment term on the
-    #     embeddings (`mmkeras.losses.moment_matching_loss`), weight moment_weight (ramped
-    #     like lambda), cmd_moments orders.
+    # moment_matching: None, `cmd`, `linear_mmd` or `paired` (each image's embedding to its
+    #     own audio's): a NON-adversarial alignment term on the embeddings
+    #     (`mmkeras.losses.moment_matching_loss`), weight moment_weight (ramped like lambda),
+    #     cmd_moments orders.
     discriminator_steps: int = 1
     discriminator_learning_rate: typing.Optional[float] = None
     adversary_warmup_epochs: float = 0.0

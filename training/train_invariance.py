@@ -8,12 +8,16 @@ Training alternates (`AdversarialInvarianceTrainer`, a custom `train_step` that 
 under `tf.distribute`, e.g. `--set runtime.cpu_replicas=2`): per batch, one encoder/task
 update, then `cross_modal.discriminator_steps` updates of the modality discriminator with its
 own Adam (`discriminator_learning_rate`) on the batch's detached embeddings. Lambda stays 0
-for `adversary_warmup_epochs`, then follows DANN's ramp up to `reversal_scale`. Optionally a
-non-adversarial moment-matching term (`moment_matching: cmd | linear_mmd`, weight
-`moment_weight`, same warm-up and ramp) aligns the modalities' embeddings directly.
+for `adversary_warmup_epochs`, then follows DANN's ramp up to `reversal_scale`. With
+`discriminator_gradient_penalty` gamma, each discriminator update also minimises the R1-style
+`gamma / 2 * E ||grad_z logits||^2` on the embeddings, which keeps the judge smooth so that
+its gradient neither vanishes nor swamps the task. Optionally a non-adversarial alignment term
+(`moment_matching: cmd | linear_mmd | paired`, weight `moment_weight`, same warm-up and ramp)
+aligns the modalities' embeddings directly (`paired`: each image with its own audio).
 
 Two models are trained with the same data, seed and schedule: `<adversary>` (the
-`cross_modal.adversary`, `reversal` (DANN) or `confusion` (Tzeng et al.); `no_adversary` when
+`cross_modal.adversary`: `reversal` (DANN), `confusion` (Tzeng et al.) or `inverted` (the
+non-saturating inverted-label loss, as in ADDA); `no_adversary` when
 lambda is 0; `_cmd` / `_linear_mmd` appended with moment matching) and `baseline` (lambda 0,
 no moment matching: the discriminator learns, but does not shape the encoders). For each,
 `report.json` gives on the test split:
