@@ -2,6 +2,7 @@
 
     python -m serving.export --model-dir DIR [--format savedmodel --format tflite --format onnx]
         [--tflite-quant float32 --tflite-quant float16 --tflite-quant dynamic --tflite-quant int8]
+        [--all-heads]
 
 (default: `--format savedmodel --format tflite --tflite-quant float32`) writes
 
@@ -23,6 +24,20 @@ The SavedModel has three signatures (`serving_default`, `serve_raw`, `serve_exam
 `serving/serving_module.py`); `serve_raw` and `serve_examples` are checked to give the
 probabilities of `serving_default` (within 1e-5) on real test files, one with audio and one with
 the image marked missing.
+
+`--all-heads` (a model trained with `model.tasks`): the SavedModel is exported from
+`DIR/multitask.keras` (every head) instead of `DIR/model.keras` (the main head), so every
+signature returns `probabilities` and `class_id` exactly as without the flag (the main head)
+plus `<task>_probabilities` and `<task>_class_id` for each auxiliary head (see
+`serving/serving_module.py`). TFLite and ONNX stay main-head only: they are converted from a
+temporary SavedModel of `model.keras` (`serving_default` alone), as without the flag; each
+format's entry in `parity.json` lists the heads it carries (`heads`). Parity keeps judging the
+main head on the whole test split; `head_check` adds, on `SIGNATURE_CHECK_EXAMPLES` real test
+rows, the SavedModel's `probabilities` vs `model.keras` and each `<task>_probabilities` vs the
+Keras multi-task model (within 1e-5, same class ids), and the signature checks compare every
+head's probabilities across signatures. The version goes under the same model name: it is
+the newest, so TF Serving serves it, and clients of the main head see no difference. Without
+`DIR/multitask.keras` the flag is an error (exit status 2) naming that file.
 
 Parity (`TOLERANCES`, override with `--tolerance FORMAT.FIELD=VALUE`) on the whole test split:
 max |probability difference| to Keras, top-1 agreement with Keras, accuracy, size in bytes.
@@ -73,6 +88,8 @@ WARMUP_EXAMPLES = 4
 SIGNATURE_CHECK_EXAMPLES = 6
 SIGNATURE_TOLERANCE = 1e-5
 WARMUP_FILE = "tf_serving_warmup_requests"
+MODEL_FILE = "model.keras"
+MULTITASK_FILE = "multitask.keras"  # the trainer's model with every task head (`model.tasks`)
 
 
 @dataclasses.dataclass
@@ -115,8 +132,24 @@ def load_model_dir(model_dir):
     model_dir = pathlib.Path(model_dir)
     with open(model_dir / "config.yaml") as f:
         config = config_from_dict(yaml.safe_load(f))
-    model = keras.saving.load_model(model_dir / "model.keras")
+    model = keras.saving.load_model(model_dir / MODEL_FILE)
     return config, model
+
+
+def load_multitask_model(model_dir):
+    """The Keras model with every task head (`DIR/multitask.keras`, written by the trainer
+    for `model.tasks`); `FileNotFoundError` naming the file when the directory has none."""
+    import keras
+
+    import mmkeras.layers  # noqa: F401  (registers the custom layers)
+
+    path = pathlib.Path(model_dir) / MULTITASK_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--all-heads exports {path}, which does not exist: only a model trained with "
+            "model.tasks (auxiliary heads) has one. Export without --all-heads for the main head."
+        )
+    return keras.saving.load_model(path)
 
 
 def next_version(base):
@@ -465,7 +498,9 @@ def check_signatures(config, savedmodel_dir, count=SIGNATURE_CHECK_EXAMPLES,
     """`serve_raw` and `serve_examples` vs `serving_default` on real test files.
 
     `serving_default` gets the tensors of the training pipeline; `serve_raw` the files'
-    bytes; `serve_examples` Examples written by `example_schema.to_example`.
+    bytes; `serve_examples` Examples written by `example_schema.to_example`. Every head's
+    probabilities and class ids are compared (`probabilities`, `class_id`, and with
+    `--all-heads` the `<task>_...` pairs).
     """
     import tensorflow as tf
 
@@ -478,7 +513,9 @@ def check_signatures(config, savedmodel_dir, count=SIGNATURE_CHECK_EXAMPLES,
     n = len(columns["label"])
     x = _pipeline_inputs(columns, config, modalities)
     signatures = tf.saved_model.load(str(savedmodel_dir)).signatures
-    reference = signatures[sm.SERVING_DEFAULT](**x)[features.PROBABILITIES].numpy()
+    reference = {k: v.numpy() for k, v in signatures[sm.SERVING_DEFAULT](**x).items()}
+    pairs = [(k, k[:-len(features.PROBABILITIES)] + features.CLASS_ID)
+             for k in reference if k.endswith(features.PROBABILITIES)]
 
     def read(path):
         return pathlib.Path(path).read_bytes() if path else b""
@@ -500,11 +537,50 @@ def check_signatures(config, savedmodel_dir, count=SIGNATURE_CHECK_EXAMPLES,
     }
     report = {}
     for name, out in outputs.items():
-        probs = out[features.PROBABILITIES].numpy()
-        diff = float(np.abs(probs - reference).max())
-        same_class = bool((out[features.CLASS_ID].numpy() == reference.argmax(-1)).all())
+        diff, same_class = 0.0, set(out) == set(reference)
+        for probabilities, class_id in pairs:
+            probs = out[probabilities].numpy()
+            diff = max(diff, float(np.abs(probs - reference[probabilities]).max()))
+            same_class &= bool((out[class_id].numpy() == reference[probabilities].argmax(-1)).all())
         report[name] = {"examples": n, "max_abs_diff_vs_serving_default": diff,
                         "tolerance": tolerance, "passed": bool(diff <= tolerance and same_class)}
+    return report
+
+
+def check_heads(config, savedmodel_dir, model, multitask_model, count=SIGNATURE_CHECK_EXAMPLES,
+                tolerance=SIGNATURE_TOLERANCE):
+    """An `--all-heads` SavedModel's `serving_default` vs Keras on real test rows, per head.
+
+    The main `probabilities` are compared with `model` (`model.keras`, what the other formats
+    and parity use) and each `<task>_probabilities` with `multitask_model`'s output `<task>`;
+    each head's `class_id` must be the argmax of the Keras probabilities. The rows are those of
+    `check_signatures` (two with a modality marked missing).
+
+    Returns:
+        `{head: {"reference", "examples", "max_abs_diff", "tolerance", "passed"}}`.
+    """
+    import tensorflow as tf
+
+    from mmkeras import features
+    from serving import serving_module as sm
+
+    columns = _signature_check_rows(config, count)
+    x = _pipeline_inputs(columns, config, sorted(config.model.modalities))
+    out = tf.saved_model.load(str(savedmodel_dir)).signatures[sm.SERVING_DEFAULT](**x)
+    references = dict(multitask_model(x, training=False))
+    references[features.PROBABILITIES] = model(x, training=False)
+    report = {}
+    for head in sm.head_names(multitask_model):
+        probabilities, class_id = sm.head_output_names(head)
+        expected = np.asarray(references[head])
+        diff = float(np.abs(out[probabilities].numpy() - expected).max())
+        same_class = bool((out[class_id].numpy() == expected.argmax(-1)).all())
+        report[head] = {
+            "reference": MODEL_FILE if head == features.PROBABILITIES else MULTITASK_FILE,
+            "outputs": [probabilities, class_id], "examples": int(len(expected)),
+            "max_abs_diff": diff, "tolerance": tolerance,
+            "passed": bool(diff <= tolerance and same_class),
+        }
     return report
 
 
@@ -535,13 +611,20 @@ def parse_tolerances(items):
 
 
 def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples=None,
-           tflite_quant=("float32",), tolerances=None):
+           tflite_quant=("float32",), tolerances=None, all_heads=False):
     """Exports `model_dir` in `formats` and checks parity; returns the parity report.
 
     The SavedModel is always written (TFLite and ONNX are converted from it); parity and the
     signature checks cover the formats asked for.
+
+    Args:
+        all_heads: export the SavedModel from `multitask.keras` with every task head's outputs
+            (see the module docstring); TFLite and ONNX keep the main head only, converted
+            from a temporary main-head SavedModel. `FileNotFoundError` when the directory has
+            no `multitask.keras`.
     """
-    from serving import onnx_export
+    from mmkeras import features
+    from serving import serving_module as sm
     from training.report import write_json
 
     model_dir = pathlib.Path(model_dir)
@@ -551,18 +634,88 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     unknown = set(tflite_quant) - set(TFLITE_QUANT)
     if unknown:
         raise ValueError(f"Unknown TFLite quantizations {sorted(unknown)}; choose from {TFLITE_QUANT}.")
+    multitask_model = load_multitask_model(model_dir) if all_heads else None
     config, model = load_model_dir(model_dir)
+    served = model if multitask_model is None else multitask_model  # what the SavedModel holds
     out = model_dir / "export"
     start = time.time()
     savedmodel_root = out / "savedmodel"
     savedmodel_dir = export_savedmodel(
-        model, savedmodel_root / config.model.name, version,
+        served, savedmodel_root / config.model.name, version,
         warmup_examples=_warmup_examples(config), model_name=config.model.name,
     )
     write_models_config(savedmodel_root)
     timings = {"savedmodel": round(time.time() - start, 1)}
+    heads = {"savedmodel": sm.head_names(served)}
 
-    runners, artifacts = {}, {"savedmodel": savedmodel_dir}
+    # TFLite and ONNX carry the main head: with --all-heads they are converted from a
+    # temporary SavedModel of `model.keras` (the `serving_default` of a default export).
+    convert_source, staging = savedmodel_dir, None
+    if multitask_model is not None and {"tflite", "onnx"} & set(formats):
+        staging = out / f".tmp-main-head-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        sm.build_archive(model, [sm.SERVING_DEFAULT]).write_out(str(staging), verbose=False)
+        convert_source = staging
+    try:
+        runners, artifacts, onnx_source = _convert(
+            model, convert_source, out, formats, tflite_quant, config, timings)
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    artifacts = {"savedmodel": savedmodel_dir, **artifacts}
+    heads.update({key: [features.PROBABILITIES] for key in artifacts if key != "savedmodel"})
+
+    report = parity(
+        config, model,
+        savedmodel_dir=savedmodel_dir if "savedmodel" in formats else None,
+        max_examples=max_parity_examples, runners=runners, tolerances=tolerances,
+    )
+    signatures = list(sm.supported_signatures(model))
+    if "savedmodel" in formats and len(signatures) > 1:
+        report["signatures"] = check_signatures(config, savedmodel_dir)
+    if multitask_model is not None:
+        report["head_check"] = check_heads(config, savedmodel_dir, model, multitask_model)
+    float_tflite = artifacts.get("tflite")
+    for key, path in artifacts.items():
+        entry = report.setdefault(key, {})
+        entry["path"] = str(path)
+        entry["bytes"] = _dir_bytes(path) if path.is_dir() else path.stat().st_size
+        entry["heads"] = heads[key]
+        if key.startswith("tflite") and float_tflite is not None:
+            entry["size_vs_tflite_float32"] = round(entry["bytes"] / float_tflite.stat().st_size, 4)
+        if key in timings:
+            entry["export_seconds"] = timings[key]
+    report["savedmodel"].update({
+        "version": int(savedmodel_dir.name),
+        "signatures": signatures,
+        "outputs": sm.output_names(served),
+        "source": MULTITASK_FILE if multitask_model is not None else MODEL_FILE,
+        "warmup_requests": str(savedmodel_dir / "assets.extra" / WARMUP_FILE),
+        "models_config": str(savedmodel_root / "models.config"),
+    })
+    if onnx_source is not None:
+        report["onnx"]["source"] = onnx_source
+    report.update({
+        "model_name": config.model.name,
+        "all_heads": multitask_model is not None,
+        "formats": [k for k in artifacts if k in report and "passed" in report[k]],
+        "seconds": round(time.time() - start, 1),
+    })
+    checked = [report[k] for k in artifacts if "passed" in report[k]]
+    checked += list(report.get("signatures", {}).values())
+    checked += list(report.get("head_check", {}).values())
+    report["passed"] = all(entry["passed"] for entry in checked)
+    write_json(out / "parity.json", report)
+    return report
+
+
+def _convert(model, source, out, formats, tflite_quant, config, timings):
+    """TFLite and ONNX from the SavedModel `source` (`serving_default`) of `model`; returns
+    `(runners, artifacts, onnx_source)` and adds each conversion's seconds to `timings`."""
+    from serving import onnx_export
+
+    runners, artifacts = {}, {}
     if "tflite" in formats:
         representative = None
         for quant in TFLITE_QUANT:
@@ -572,54 +725,17 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
             if quant == "int8" and representative is None:
                 representative = representative_dataset(config)
             filename, key = TFLITE_VARIANTS[quant]
-            path = export_tflite(savedmodel_dir, out / "tflite" / filename, quant, representative,
+            path = export_tflite(source, out / "tflite" / filename, quant, representative,
                                  float_layers=float_layer_names(model))
             runners[key], artifacts[key] = tflite_runner(path), path
             timings[key] = round(time.time() - t0, 1)
     onnx_source = None
     if "onnx" in formats:
         t0 = time.time()
-        path, onnx_source = onnx_export.export_onnx(model, savedmodel_dir, out / "onnx" / "model.onnx")
+        path, onnx_source = onnx_export.export_onnx(model, source, out / "onnx" / "model.onnx")
         runners["onnx"], artifacts["onnx"] = onnx_export.session(path)[1], path
         timings["onnx"] = round(time.time() - t0, 1)
-
-    report = parity(
-        config, model,
-        savedmodel_dir=savedmodel_dir if "savedmodel" in formats else None,
-        max_examples=max_parity_examples, runners=runners, tolerances=tolerances,
-    )
-    from serving.serving_module import supported_signatures
-
-    signatures = list(supported_signatures(model))
-    if "savedmodel" in formats and len(signatures) > 1:
-        report["signatures"] = check_signatures(config, savedmodel_dir)
-    float_tflite = artifacts.get("tflite")
-    for key, path in artifacts.items():
-        entry = report.setdefault(key, {})
-        entry["path"] = str(path)
-        entry["bytes"] = _dir_bytes(path) if path.is_dir() else path.stat().st_size
-        if key.startswith("tflite") and float_tflite is not None:
-            entry["size_vs_tflite_float32"] = round(entry["bytes"] / float_tflite.stat().st_size, 4)
-        if key in timings:
-            entry["export_seconds"] = timings[key]
-    report["savedmodel"].update({
-        "version": int(savedmodel_dir.name),
-        "signatures": signatures,
-        "warmup_requests": str(savedmodel_dir / "assets.extra" / WARMUP_FILE),
-        "models_config": str(savedmodel_root / "models.config"),
-    })
-    if onnx_source is not None:
-        report["onnx"]["source"] = onnx_source
-    report.update({
-        "model_name": config.model.name,
-        "formats": [k for k in artifacts if k in report and "passed" in report[k]],
-        "seconds": round(time.time() - start, 1),
-    })
-    checked = [report[k] for k in artifacts if "passed" in report[k]]
-    checked += list(report.get("signatures", {}).values())
-    report["passed"] = all(entry["passed"] for entry in checked)
-    write_json(out / "parity.json", report)
-    return report
+    return runners, artifacts, onnx_source
 
 
 def main(argv=None):
@@ -633,6 +749,10 @@ def main(argv=None):
     parser.add_argument("--max-parity-examples", type=int, default=None)
     parser.add_argument("--tolerance", action="append", default=[], metavar="FORMAT.FIELD=VALUE",
                         help="override a parity tolerance, e.g. tflite_int8.max_accuracy_drop=0.02")
+    parser.add_argument("--all-heads", action="store_true",
+                        help="SavedModel from DIR/multitask.keras: every task head's "
+                             "<task>_probabilities and <task>_class_id beside the main outputs "
+                             "(TFLite and ONNX keep the main head)")
     args = parser.parse_args(argv)
     formats = args.format or list(DEFAULT_FORMATS)
     if args.tflite_quant and "tflite" not in formats:
@@ -646,10 +766,16 @@ def main(argv=None):
 
     try:
         report = export(args.model_dir, formats, args.version, args.max_parity_examples,
-                        tflite_quant=args.tflite_quant or ["float32"], tolerances=tolerances)
+                        tflite_quant=args.tflite_quant or ["float32"], tolerances=tolerances,
+                        all_heads=args.all_heads)
     except OnnxExportError as e:
         print(f"[export] ONNX export FAILED: {e}", file=sys.stderr)
         return 1
+    except FileNotFoundError as e:
+        if not args.all_heads or MULTITASK_FILE not in str(e):
+            raise
+        print(f"[export] {e}", file=sys.stderr)
+        return 2
     for key in report["formats"]:
         r = report[key]
         print(f"[export] {key}: {r.get('path')}  {r.get('bytes', 0):,} bytes  "
@@ -659,6 +785,12 @@ def main(argv=None):
     for name, r in report.get("signatures", {}).items():
         print(f"[export] signature {name}: max|diff| vs serving_default="
               f"{r['max_abs_diff_vs_serving_default']:.2e} {'OK' if r['passed'] else 'FAILED'}")
+    for head, r in report.get("head_check", {}).items():
+        print(f"[export] head {head} ({', '.join(r['outputs'])}): max|diff| vs {r['reference']}="
+              f"{r['max_abs_diff']:.2e} {'OK' if r['passed'] else 'FAILED'}")
+    if report.get("all_heads"):
+        print("[export] heads: " + "; ".join(
+            f"{key} {', '.join(report[key]['heads'])}" for key in report["formats"]))
     if not report["passed"]:
         print("[export] parity FAILED; see parity.json", file=sys.stderr)
         return 1

@@ -2,8 +2,17 @@
 
 One `tf.function` per input form, each exported as a named signature (as Model Garden's
 serving modules do); decoding and normalisation happen inside the signature, so clients send
-what they have. Every signature returns the same named outputs: `probabilities` (float32,
-`(batch, classes)`) and `class_id` (int64, `(batch,)`).
+what they have. Every signature returns the same named outputs:
+
+| outputs (every signature)  | dtype, shape      | when                                            |
+|----------------------------|-------------------|-------------------------------------------------|
+| `probabilities`            | f32 [B, classes]  | always: the main head                           |
+| `class_id`                 | i64 [B]           | always: argmax of `probabilities`               |
+| `<task>_probabilities`     | f32 [B, classes]  | a multi-task model (dict outputs, see           |
+| `<task>_class_id`          | i64 [B]           | `mmkeras.models.multitask`): one pair per task  |
+
+A multi-task model's output dict holds the main head under `probabilities` and each auxiliary
+head under its task's name (`audio_digit`, `parity`, ...); `head_names` lists them.
 
 | signature        | inputs (batch dimension open)                                        |
 |------------------|----------------------------------------------------------------------|
@@ -15,7 +24,8 @@ what they have. Every signature returns the same named outputs: `probabilities` 
 
 (each signature has the inputs of the modalities the model takes). `serving_default` is also
 what TF Serving uses when a request names no signature, and the only one converted to TFLite
-and ONNX (the others need string ops). The decoders are `mmkeras.data.example_schema`'s, which
+and ONNX (the others need string ops); `serving.export` converts those from an archive of the
+main head alone, so they carry `probabilities` and `class_id` only. The decoders are `mmkeras.data.example_schema`'s, which
 reproduce the training pipeline's decoding exactly with core TensorFlow ops only; WAVs must be
 at the model's sampling rate (no in-graph resampling). `serve_raw` and `serve_examples` exist
 for models whose modalities all have an encoded form in the schema (image, audio); other
@@ -77,8 +87,42 @@ def supported_signatures(model):
     return (SERVING_DEFAULT,)
 
 
+def head_names(model):
+    """The heads a model serves, main head first: `["probabilities", <task>, ...]`.
+
+    A single-output classifier has the main head only; a multi-task model (dict outputs) must
+    name its main head `probabilities`, and its other outputs are the auxiliary heads, in the
+    model's order.
+    """
+    output = model.output
+    if not isinstance(output, dict):
+        return [features.PROBABILITIES]
+    if features.PROBABILITIES not in output:
+        raise ValueError(
+            f"A multi-output model needs its main head under '{features.PROBABILITIES}'; "
+            f"its outputs are {sorted(output)}."
+        )
+    return [features.PROBABILITIES] + [name for name in output if name != features.PROBABILITIES]
+
+
+def head_output_names(head):
+    """`(probabilities name, class_id name)` of a head in the signatures' outputs."""
+    if head == features.PROBABILITIES:
+        return features.PROBABILITIES, features.CLASS_ID
+    return f"{head}_{features.PROBABILITIES}", f"{head}_{features.CLASS_ID}"
+
+
+def output_names(model):
+    """Every signature output of `model`, in order (`probabilities`, `class_id`, then the heads')."""
+    return [name for head in head_names(model) for name in head_output_names(head)]
+
+
 def build_archive(model, signatures=None):
-    """An `ExportArchive` holding `signatures` (default: `supported_signatures(model)`)."""
+    """An `ExportArchive` holding `signatures` (default: `supported_signatures(model)`).
+
+    `model` returns the main head's probabilities, or (multi-task) a dict of every head's with
+    the main head under `probabilities`; each signature returns `output_names(model)`.
+    """
     supported = supported_signatures(model)
     signatures = supported if signatures is None else tuple(signatures)
     unsupported = set(signatures) - set(supported)
@@ -88,13 +132,18 @@ def build_archive(model, signatures=None):
             f"{sorted(input_specs(model))}; this model supports {list(supported)}."
         )
     shapes = modality_shapes(model)
+    heads = head_names(model)
 
     def serve(inputs):
-        probabilities = model(inputs, training=False)
-        return {
-            features.PROBABILITIES: probabilities,
-            features.CLASS_ID: tf.argmax(probabilities, axis=-1),
-        }
+        outputs = model(inputs, training=False)
+        if not isinstance(outputs, dict):
+            outputs = {features.PROBABILITIES: outputs}
+        result = {}
+        for head in heads:
+            probabilities_name, class_id_name = head_output_names(head)
+            result[probabilities_name] = outputs[head]
+            result[class_id_name] = tf.argmax(outputs[head], axis=-1)
+        return result
 
     def serve_raw(inputs):
         encoded = {m: inputs[example_schema.bytes_key(m)] for m in shapes}

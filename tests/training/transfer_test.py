@@ -1,5 +1,7 @@
 """Encoder transfer (`model.init_from`): checks, loaded weights, frozen vs fine-tuned, saving,
-and one tiny `training.train` run with a transferred encoder and task heads, then export."""
+and one tiny `training.train` run with a transferred encoder and task heads, then export: the
+main head by default, every head with `serving.export --all-heads` (signatures, TFLite, the
+local server over REST and gRPC)."""
 
 import json
 
@@ -169,22 +171,24 @@ def test_bad_init_from_is_named(override, message):
         load_config(None, [override])
 
 
-@pytest.mark.large
-def test_train_with_transferred_frozen_encoder_and_task_heads_then_export(
-        avmnist_small, tmp_path):
+@pytest.fixture(scope="module")
+def multitask_run(avmnist_small, tmp_path_factory):
+    """One tiny `training.train` run with a frozen transferred audio encoder and two task
+    heads (`audio_digit`, `parity`): `(model_dir, source_dir, source, source_weights)`."""
     from tests.training.train_export_integration_test import TINY as TRAIN_TINY
     from tests.training.train_export_integration_test import _run
 
+    root = tmp_path_factory.mktemp("transfer")
     # The source: a tiny audio-only model directory with the same encoder settings.
     keras.utils.set_random_seed(1)
     source_config = load_config(None, TRAIN_TINY + ["model.modalities=[audio]"])
     source = build_classifier(source_config.model, source_config.data)
-    source_dir = tmp_path / "audio_only"
+    source_dir = root / "audio_only"
     source_dir.mkdir()
     source.save(source_dir / "model.keras")
     source_weights = _weights(source.get_layer("audio_encoder"))
 
-    model_dir = tmp_path / "transfer"
+    model_dir = root / "transfer"
     sets = TRAIN_TINY + [
         f"data.data_dir={avmnist_small}",
         "runtime.cpu_replicas=1",
@@ -196,7 +200,17 @@ def test_train_with_transferred_frozen_encoder_and_task_heads_then_export(
     ]
     _run(["training.train", "--config", "training/configs/avmnist/early_fusion.yaml",
           "--model-dir", str(model_dir), *[x for s in sets for x in ("--set", s)]])
+    return model_dir, source_dir, source, source_weights
 
+
+@pytest.mark.large
+def test_train_with_transferred_frozen_encoder_and_task_heads_then_export(
+        multitask_run, tmp_path):
+    import tensorflow as tf
+
+    from tests.training.train_export_integration_test import _run
+
+    model_dir, source_dir, source, source_weights = multitask_run
     report = json.loads((model_dir / "report.json").read_text())
     digest = transfer.file_sha256(source_dir / "model.keras")
     [info] = report["init_from"]
@@ -222,10 +236,13 @@ def test_train_with_transferred_frozen_encoder_and_task_heads_then_export(
     assert full.get_layer("audio_encoder").trainable is False
     assert list((model_dir / "logs" / "monitor").rglob("events.out.tfevents.*"))
 
-    # Export (SavedModel) sees a single-task classifier.
+    # Export (SavedModel) without --all-heads sees a single-task classifier, as before.
     _run(["serving.export", "--model-dir", str(model_dir), "--format", "savedmodel"])
     parity = json.loads((model_dir / "export" / "parity.json").read_text())
-    assert parity["passed"]
+    assert parity["passed"] and not parity["all_heads"] and "head_check" not in parity
+    assert parity["savedmodel"]["heads"] == ["probabilities"]
+    for signature in tf.saved_model.load(parity["savedmodel"]["path"]).signatures.values():
+        assert set(signature.structured_outputs) == {"probabilities", "class_id"}
 
     # A source that changed since is refused (the pinned checksum), with exit status 2.
     source.get_layer("audio_encoder").set_weights(
@@ -234,6 +251,149 @@ def test_train_with_transferred_frozen_encoder_and_task_heads_then_export(
     result = _run(["training.train", "--config", str(model_dir / "config.yaml"),
                    "--model-dir", str(tmp_path / "again")], check=False)
     assert result.returncode == 2 and "sha256" in result.stderr
+
+
+# Serving every head (`serving.export --all-heads`).
+
+HEAD_OUTPUTS = {"probabilities", "class_id", "audio_digit_probabilities", "audio_digit_class_id",
+                "parity_probabilities", "parity_class_id"}
+
+
+@pytest.fixture(scope="module")
+def all_heads_export(multitask_run):
+    """The multi-task run exported by the CLI with `--all-heads` (SavedModel + TFLite):
+    `(model_dir, parity report, test columns, pipeline inputs)`."""
+    from serving.export import _pipeline_inputs
+    from serving.export import _rows
+    from serving.export import load_model_dir
+    from tests.training.train_export_integration_test import _run
+
+    model_dir = multitask_run[0]
+    result = _run(["serving.export", "--model-dir", str(model_dir), "--all-heads",
+                   "--format", "savedmodel", "--format", "tflite", "--version", "10"])
+    assert "head parity" in result.stdout, result.stdout
+    parity = json.loads((model_dir / "export" / "parity.json").read_text())
+    config, _ = load_model_dir(model_dir)
+    columns = _rows(config, "test", 4)
+    x = _pipeline_inputs(columns, config, sorted(config.model.modalities))
+    return model_dir, parity, columns, {k: v.numpy() for k, v in x.items()}
+
+
+def _keras_heads(model_dir, x):
+    """`{signature output: expected array}`: main head from `model.keras`, the others from
+    `multitask.keras`."""
+    main = np.asarray(keras.saving.load_model(model_dir / "model.keras")(x, training=False))
+    full = keras.saving.load_model(model_dir / "multitask.keras")(x, training=False)
+    expected = {"probabilities": main, "class_id": main.argmax(-1)}
+    for head in ("audio_digit", "parity"):
+        expected[f"{head}_probabilities"] = np.asarray(full[head])
+        expected[f"{head}_class_id"] = np.asarray(full[head]).argmax(-1)
+    return expected
+
+
+def _assert_heads(out, expected, atol=1e-5):
+    assert set(out) == set(expected)
+    for name, value in expected.items():
+        if name.endswith("class_id"):
+            np.testing.assert_array_equal(np.asarray(out[name]), value, err_msg=name)
+        else:
+            np.testing.assert_allclose(np.asarray(out[name]), value, atol=atol, err_msg=name)
+
+
+@pytest.mark.large
+def test_all_heads_signatures_return_every_head(all_heads_export):
+    import tensorflow as tf
+
+    from mmkeras.data import example_schema
+
+    model_dir, parity, columns, x = all_heads_export
+    assert parity["passed"] and parity["all_heads"]
+    assert parity["savedmodel"]["source"] == "multitask.keras"
+    assert parity["savedmodel"]["heads"] == ["probabilities", "audio_digit", "parity"]
+    assert set(parity["savedmodel"]["outputs"]) == HEAD_OUTPUTS
+    assert parity["tflite"]["heads"] == ["probabilities"]
+    assert parity["savedmodel"]["max_abs_diff"] <= 1e-5  # main head vs model.keras, test split
+    for head in ("probabilities", "audio_digit", "parity"):
+        check = parity["head_check"][head]
+        assert check["passed"] and check["max_abs_diff"] <= 1e-5 and check["examples"] == 6
+    assert parity["head_check"]["probabilities"]["reference"] == "model.keras"
+    assert parity["head_check"]["parity"]["reference"] == "multitask.keras"
+    assert all(s["passed"] for s in parity["signatures"].values())
+
+    signatures = tf.saved_model.load(parity["savedmodel"]["path"]).signatures
+    assert set(signatures) == {"serving_default", "serve_raw", "serve_examples"}
+    for signature in signatures.values():
+        assert set(signature.structured_outputs) == HEAD_OUTPUTS
+    expected = _keras_heads(model_dir, x)
+    _assert_heads(signatures["serving_default"](**{k: tf.constant(v) for k, v in x.items()}),
+                  expected)
+    raw = signatures["serve_raw"](
+        image_bytes=tf.constant([open(p, "rb").read() for p in columns["image"]]),
+        audio_bytes=tf.constant([open(p, "rb").read() for p in columns["audio"]]),
+        image_present=tf.ones([4]), audio_present=tf.ones([4]),
+    )
+    _assert_heads(raw, expected)
+    examples = [example_schema.to_example(image=i, audio=a).SerializeToString()
+                for i, a in zip(columns["image"], columns["audio"])]
+    _assert_heads(signatures["serve_examples"](examples=tf.constant(examples)), expected)
+
+
+@pytest.mark.large
+def test_all_heads_tflite_keeps_the_main_head(all_heads_export):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model_dir, parity, _, x = all_heads_export
+    interpreter = Interpreter(model_path=parity["tflite"]["path"])
+    assert set(interpreter.get_signature_list()["serving_default"]["outputs"]) == {
+        "probabilities", "class_id"}
+    out = interpreter.get_signature_runner("serving_default")(**x)
+    np.testing.assert_allclose(out["probabilities"], _keras_heads(model_dir, x)["probabilities"],
+                               atol=1e-4)
+    assert parity["tflite"]["passed"]
+    assert not list((model_dir / "export").rglob(".tmp*"))  # the main-head staging is gone
+
+
+@pytest.mark.large
+def test_local_server_returns_every_head_over_rest_and_grpc(all_heads_export, tmp_path):
+    from benchmarks.serving import start_server
+    from benchmarks.serving import stop_server
+    from mmkeras.data import example_schema
+    from serving.client import GrpcClient
+    from serving.client import RestClient
+
+    model_dir, parity, columns, x = all_heads_export
+    expected = _keras_heads(model_dir, x)
+    name = parity["model_name"]
+    examples = np.empty(4, dtype=object)
+    examples[:] = [example_schema.to_example(image=i, audio=a).SerializeToString()
+                   for i, a in zip(columns["image"], columns["audio"])]
+    process, rest_port = start_server(model_dir / "export" / "savedmodel", tmp_path)
+    try:
+        grpc_port = None
+        for line in (tmp_path / "server.stdout").read_text().splitlines():
+            if line.startswith("READY "):
+                grpc_port = int(dict(f.split("=") for f in line.split()[1:])["grpc"])
+        rest = RestClient("localhost", rest_port, name)
+        metadata = rest.metadata()["metadata"]["signature_def"]["signature_def"]
+        assert set(metadata["serving_default"]["outputs"]) == HEAD_OUTPUTS
+        _assert_heads(rest.predict(x), expected)  # the newest version: the --all-heads one
+        _assert_heads(rest.predict({"examples": examples}, signature_name="serve_examples"),
+                      expected)
+        with GrpcClient("localhost", grpc_port, name) as grpc_client:
+            _assert_heads(grpc_client.predict(x), expected)
+    finally:
+        stop_server(process)
+
+
+def test_all_heads_without_multitask_keras_is_an_error_naming_the_file(tmp_path, capsys):
+    from serving import export
+
+    model_dir, _ = _source_dir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="multitask.keras"):
+        export.export(model_dir, ["savedmodel"], all_heads=True)
+    assert export.main(["--model-dir", str(model_dir), "--all-heads"]) == 2
+    assert str(model_dir / "multitask.keras") in capsys.readouterr().err
+    assert not (model_dir / "export").exists()
 
 
 def test_missing_source_dir_exits_2_from_the_cli(tmp_path):
