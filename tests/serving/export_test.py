@@ -14,6 +14,7 @@ real ones.
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -46,6 +47,24 @@ VARIANTS = {"tflite": "model.tflite", "tflite_f16": "model_f16.tflite",
             "tflite_dynamic": "model_dynamic.tflite", "tflite_int8": "model_int8.tflite"}
 INPUTS = {"image", "audio", "image_present", "audio_present"}
 
+
+
+def serialized_examples(columns, count=4):
+    """`count` serialized `tf.train.Example`s of the rows' image and audio (an object array)."""
+    from mmkeras.data import example_schema
+
+    examples = np.empty(count, dtype=object)
+    examples[:] = [example_schema.to_example(image=i, audio=a).SerializeToString()
+                   for i, a in zip(columns["image"][:count], columns["audio"][:count])]
+    return examples
+
+
+def ready_grpc_port(stdout_path):
+    """The gRPC port on the local server's `READY rest=... grpc=...` line (None if absent)."""
+    for line in pathlib.Path(stdout_path).read_text().splitlines():
+        if line.startswith("READY "):
+            return int(dict(f.split("=") for f in line.split()[1:])["grpc"])
+    return None
 
 def _env():
     return dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
@@ -268,22 +287,16 @@ def test_local_server_serves_examples_over_rest_and_default_over_grpc(loaded, mo
                                                                       test_rows, tmp_path):
     from benchmarks.serving import start_server
     from benchmarks.serving import stop_server
-    from mmkeras.data import example_schema
     from serving.client import GrpcClient
     from serving.client import RestClient
 
     config, model, _ = loaded
     columns, x = test_rows
     expected = _keras(model, x)
-    examples = np.empty(4, dtype=object)
-    examples[:] = [example_schema.to_example(image=i, audio=a).SerializeToString()
-                   for i, a in zip(columns["image"], columns["audio"])]
+    examples = serialized_examples(columns)
     process, rest_port = start_server(model_dir / "export" / "savedmodel", tmp_path)
     try:
-        grpc_port = None
-        for line in (tmp_path / "server.stdout").read_text().splitlines():
-            if line.startswith("READY "):
-                grpc_port = int(dict(f.split("=") for f in line.split()[1:])["grpc"])
+        grpc_port = ready_grpc_port(tmp_path / "server.stdout")
         rest = RestClient("localhost", rest_port, config.model.name)
         out = rest.predict({"examples": examples}, signature_name="serve_examples")
         np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)

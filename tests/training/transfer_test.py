@@ -357,22 +357,18 @@ def test_all_heads_tflite_keeps_the_main_head(all_heads_export):
 def test_local_server_returns_every_head_over_rest_and_grpc(all_heads_export, tmp_path):
     from benchmarks.serving import start_server
     from benchmarks.serving import stop_server
-    from mmkeras.data import example_schema
     from serving.client import GrpcClient
     from serving.client import RestClient
+    from tests.serving.export_test import ready_grpc_port
+    from tests.serving.export_test import serialized_examples
 
     model_dir, parity, columns, x = all_heads_export
     expected = _keras_heads(model_dir, x)
     name = parity["model_name"]
-    examples = np.empty(4, dtype=object)
-    examples[:] = [example_schema.to_example(image=i, audio=a).SerializeToString()
-                   for i, a in zip(columns["image"], columns["audio"])]
+    examples = serialized_examples(columns)
     process, rest_port = start_server(model_dir / "export" / "savedmodel", tmp_path)
     try:
-        grpc_port = None
-        for line in (tmp_path / "server.stdout").read_text().splitlines():
-            if line.startswith("READY "):
-                grpc_port = int(dict(f.split("=") for f in line.split()[1:])["grpc"])
+        grpc_port = ready_grpc_port(tmp_path / "server.stdout")
         rest = RestClient("localhost", rest_port, name)
         metadata = rest.metadata()["metadata"]["signature_def"]["signature_def"]
         assert set(metadata["serving_default"]["outputs"]) == HEAD_OUTPUTS
