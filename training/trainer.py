@@ -255,9 +255,9 @@ def fit(config, model_dir, strategy, data):
     val_ds = data.dataset("validation", config.data)
     fit_train_ds, fit_val_ds = train_ds, val_ds
     tasks = bool(config.model.tasks)
-    if tasks:  # one target per head, derived from the label
+    if tasks:  # one target per head, derived from the label; modality heads masked by presence
         def to_targets(x, y):
-            return x, multitask.targets(y, config.model)
+            return x, multitask.targets(y, config.model), multitask.sample_weights(x, config.model)
 
         fit_train_ds, fit_val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
         losses = multitask.compile_args(config.model)
@@ -351,21 +351,30 @@ def save_model_of_record(model_dir, model):
 
 
 def task_metrics(model, dataset, model_config):
-    """Test metrics of every head of a multi-task model: `{output name: {...}}`."""
-    outputs, labels = {}, []
+    """Test metrics of every head of a multi-task model: `{output name: {...}}` (a head on a
+    modality is scored on the examples that have it)."""
+    outputs, labels, present = {}, [], {}
     for x, y in dataset:
         for name, value in model(x, training=False).items():
             outputs.setdefault(name, []).append(np.asarray(value))
+        for m in model_config.modalities:
+            present.setdefault(m, []).append(np.asarray(x[features.presence_key(m)]))
         labels.append(np.asarray(y))
     labels = np.concatenate(labels)
+    present = {m: np.concatenate(v) > 0.5 for m, v in present.items()}
     heads = [(features.PROBABILITIES, "fused", "label", model_config.main_loss_weight)] + [
         (t.name, t.input, t.target, t.loss_weight) for t in model_config.tasks
     ]
     result = {}
     for name, source, target, weight in heads:
         probabilities = np.concatenate(outputs[name])
+        keep = present.get(source, np.ones(len(labels), bool))  # a modality head: where present
+        if not keep.any():
+            result[name] = {"input": source, "target": target, "loss_weight": weight,
+                            "accuracy": None, "loss": None, "examples": 0}
+            continue
         metrics = report_lib.classification_metrics(
-            probabilities, multitask.TARGETS[target](labels), probabilities.shape[-1]
+            probabilities[keep], multitask.TARGETS[target](labels[keep]), probabilities.shape[-1]
         )
         result[name] = {
             "input": source, "target": target, "loss_weight": weight,

@@ -15,7 +15,8 @@ config = load_config(None, [
 ])
 model = build_classifier(config.model, config.data)  # outputs: probabilities, audio_digit, parity
 model.compile(optimizer="adam", **compile_args(config.model))
-dataset = dataset.map(lambda x, y: (x, targets(y, config.model)))
+dataset = dataset.map(
+    lambda x, y: (x, targets(y, config.model), sample_weights(x, config.model)))
 ```
 """
 
@@ -79,6 +80,28 @@ def targets(labels, model_config):
     result = {features.PROBABILITIES: labels}
     for task in model_config.tasks:
         result[task.name] = TARGETS[task.target](labels)
+    return result
+
+
+def sample_weights(inputs, model_config):
+    """`{output name: per-example loss weight}` of a batch (for `tf.data` `map` or numpy).
+
+    The main head and heads on `fused` weigh every example 1. A head on modality `m` weighs
+    an example by its `<m>_present` flag: an example whose data lacks `m` (flag 0) adds
+    nothing to that head's loss, instead of teaching it to name the class from an empty
+    input (Keras sums `weight * loss` over the batch and divides by the batch size). Modality
+    dropout needs no mask: the heads read the encoders' embeddings before `ModalityDropout`.
+
+    Args:
+        inputs: the batch's input dict, with the `<m>_present` flags.
+        model_config: an `mmkeras.configs.ModelConfig` with `tasks`.
+    """
+    flags = {m: keras.ops.cast(inputs[features.presence_key(m)], "float32")
+             for m in model_config.modalities}
+    ones = keras.ops.ones_like(next(iter(flags.values())))
+    result = {features.PROBABILITIES: ones}
+    for task in model_config.tasks:
+        result[task.name] = flags[task.input] if task.input in flags else ones
     return result
 
 

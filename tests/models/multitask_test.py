@@ -78,6 +78,31 @@ def test_total_loss_is_the_weighted_sum_of_head_losses():
     assert "parity_accuracy" in logs and "audio_digit_loss" in logs
 
 
+def test_modality_heads_are_masked_by_the_presence_flags():
+    # An example without audio in its data adds nothing to the audio head's loss; the main
+    # head and the fused head keep every example. Keras weighs per output by the dict.
+    config, model = _build("model.head_dropout=0.0")
+    model.compile(optimizer="sgd", **multitask.compile_args(config.model))
+    x = _inputs(model, batch=6)
+    x["audio_present"] = np.array([1, 0, 1, 0, 1, 1], "float32")
+    labels = np.arange(6) % 10
+    y = multitask.targets(labels, config.model)
+    weights = multitask.sample_weights(x, config.model)
+    np.testing.assert_array_equal(weights["audio_digit"], x["audio_present"])
+    np.testing.assert_array_equal(weights["image_digit"], np.ones(6))
+    np.testing.assert_array_equal(weights["parity"], np.ones(6))
+    np.testing.assert_array_equal(weights["probabilities"], np.ones(6))
+    logs = model.evaluate(x, y, sample_weight=weights, verbose=0, return_dict=True)
+    out = model.predict(x, verbose=0)
+    keep = x["audio_present"] > 0
+    per_example = keras.losses.sparse_categorical_crossentropy(
+        labels, out["audio_digit"]).numpy()
+    # Keras's reduction: sum(w * loss) / batch size, so the absent examples add zero.
+    assert logs["audio_digit_loss"] == pytest.approx(per_example[keep].sum() / 6, rel=1e-4)
+    assert logs["image_digit_loss"] == pytest.approx(float(keras.losses.sparse_categorical_crossentropy(
+        labels, out["image_digit"]).numpy().mean()), rel=1e-4)
+
+
 def test_keras_round_trip_and_main_model(tmp_path):
     config, model = _build()
     x = _inputs(model)
@@ -127,3 +152,22 @@ def test_late_fusion_tasks_need_a_modality_input():
 def test_bad_tasks_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_task_metrics_score_a_modality_head_where_the_modality_is_present():
+    import tensorflow as tf
+
+    from training.trainer import task_metrics
+
+    config, model = _build()
+    x = _inputs(model, batch=6)
+    x["audio_present"] = np.array([1, 0, 1, 0, 1, 1], "float32")
+    labels = np.arange(6) % 10
+    dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(4)
+    result = task_metrics(model, dataset, config.model)
+    assert result["audio_digit"]["examples"] == 4
+    assert result["image_digit"]["examples"] == result["probabilities"]["examples"] == 6
+    out = model.predict(x, verbose=0)
+    keep = x["audio_present"] > 0
+    expected = float(np.mean(out["audio_digit"][keep].argmax(-1) == labels[keep]))
+    assert result["audio_digit"]["accuracy"] == pytest.approx(expected)
