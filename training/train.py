@@ -29,20 +29,15 @@ stop them all and start every worker again with the same command; they resume fr
 epoch saved in `MODEL_DIR/backup`.
 """
 
-import argparse
 import json
 import os
 import sys
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="experiment YAML")
-    parser.add_argument("--model-dir", required=True, help="output directory")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. trainer.epochs=3 (repeatable)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="delete the model directory first instead of resuming")
+    from training.cli import experiment_parser
+
+    parser = experiment_parser(__doc__, fresh_help="delete the model directory first instead of resuming")
     parser.add_argument("--workers", default=None, metavar="HOST:PORT,HOST:PORT,...",
                         help="multi-worker training: every worker's address, in the same order "
                              "on every worker")

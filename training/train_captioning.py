@@ -35,7 +35,6 @@ captions are novel ("flag: Mozambique" cannot be guessed unless "mozambique" is 
 word).
 """
 
-import argparse
 import collections
 import pathlib
 import re
@@ -50,15 +49,9 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", required=True, help="experiment YAML")
-    parser.add_argument("--model-dir", required=True, help="output directory")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. trainer.epochs=3 (repeatable)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="delete the model directory's previous contents first")
+    from training.cli import experiment_parser
+
+    parser = experiment_parser(__doc__)
     return parser.parse_args(argv)
 
 
@@ -502,17 +495,13 @@ def summary_lines(report):
 def main(argv=None):
     args = parse_args(argv)
     from training.captioning_config import load_captioning_config
-    from training.cli import load_config_or_none
+    from training.cli import run_experiment
 
-    config = load_config_or_none(load_captioning_config, args.config, args.set)
-    if config is None:
-        return 2
-    report = train(config, args.model_dir, fresh=args.fresh)
-    for line in summary_lines(report):
-        print(line)
-    print(f"samples: {pathlib.Path(args.model_dir) / SAMPLES_FILE}")
-    print(f"report: {pathlib.Path(args.model_dir) / 'report.json'}")
-    return 0
+    model_dir = pathlib.Path(args.model_dir)
+    return run_experiment(
+        args, load_captioning_config, lambda config: train(config, args.model_dir, fresh=args.fresh),
+        lambda report: [*summary_lines(report), f"samples: {model_dir / SAMPLES_FILE}",
+                        f"report: {model_dir / 'report.json'}"])
 
 
 if __name__ == "__main__":

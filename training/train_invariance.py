@@ -39,20 +39,14 @@ no moment matching: the discriminator learns, but does not shape the encoders). 
 - `discriminator_updates` / `encoder_updates`: the two optimizers' step counts.
 """
 
-import argparse
 import sys
 import time
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", required=True, help="experiment YAML")
-    parser.add_argument("--model-dir", required=True, help="output directory")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (repeatable)")
-    parser.add_argument("--fresh", action="store_true", help="delete the model directory first")
+    from training.cli import experiment_parser
+
+    parser = experiment_parser(__doc__)
     parser.add_argument("--no-baseline", action="store_true",
                         help="train only the adversarial model (not the lambda = 0 baseline)")
     return parser.parse_args(argv)
@@ -475,15 +469,14 @@ def format_table(report):
 
 def main(argv=None):
     args = parse_args(argv)
-    from training.cli import load_config_or_none
+    from training.cli import run_experiment
     from training.cross_modal_config import load_cross_modal_config
 
-    config = load_config_or_none(load_cross_modal_config, args.config, args.set)
-    if config is None:
-        return 2
-    report = train(config, args.model_dir, fresh=args.fresh, baseline=not args.no_baseline)
-    print(format_table(report))
-    return 0
+    return run_experiment(
+        args, load_cross_modal_config,
+        lambda config: train(config, args.model_dir, fresh=args.fresh,
+                             baseline=not args.no_baseline),
+        lambda report: [format_table(report)])
 
 
 if __name__ == "__main__":

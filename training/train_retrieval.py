@@ -41,22 +41,15 @@ CCA (whitened variates scaled by their correlations), because deep CCA's outputs
 arbitrary scale and rotation that cosine similarity would read as signal.
 """
 
-import argparse
 import pathlib
 import sys
 import time
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", required=True, help="experiment YAML")
-    parser.add_argument("--model-dir", required=True, help="output directory")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. trainer.epochs=3 (repeatable)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="delete the model directory's previous contents first")
+    from training.cli import experiment_parser
+
+    parser = experiment_parser(__doc__)
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training: evaluate MODEL_DIR/model.keras and rewrite the report")
     return parser.parse_args(argv)
@@ -413,17 +406,15 @@ def summary_lines(report):
 
 def main(argv=None):
     args = parse_args(argv)
-    from training.cli import load_config_or_none
+    from training.cli import run_experiment
     from training.cross_modal_config import load_cross_modal_config
 
-    config = load_config_or_none(load_cross_modal_config, args.config, args.set)
-    if config is None:
-        return 2
-    report = train(config, args.model_dir, fresh=args.fresh, evaluate_only=args.evaluate_only)
-    for line in summary_lines(report):
-        print(line)
-    print(f"report: {pathlib.Path(args.model_dir) / 'report.json'}")
-    return 0
+    return run_experiment(
+        args, load_cross_modal_config,
+        lambda config: train(config, args.model_dir, fresh=args.fresh,
+                             evaluate_only=args.evaluate_only),
+        lambda report: [*summary_lines(report),
+                        f"report: {pathlib.Path(args.model_dir) / 'report.json'}"])
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ the code):
   tested on audio-only codes, and the reverse (a shared code makes them transfer).
 """
 
-import argparse
 import itertools
 import sys
 import time
@@ -31,14 +30,9 @@ CONDITIONS = {"both": ("image", "audio"), "image_only": ("image",), "audio_only"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", required=True, help="experiment YAML")
-    parser.add_argument("--model-dir", required=True, help="output directory")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (repeatable)")
-    parser.add_argument("--fresh", action="store_true", help="delete the model directory first")
+    from training.cli import experiment_parser
+
+    parser = experiment_parser(__doc__)
     return parser.parse_args(argv)
 
 
@@ -228,23 +222,27 @@ def train(config, model_dir, fresh=False):
     return report
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    from training.cli import load_config_or_none
-    from training.cross_modal_config import load_cross_modal_config
-
-    config = load_config_or_none(load_cross_modal_config, args.config, args.set)
-    if config is None:
-        return 2
-    report = train(config, args.model_dir, fresh=args.fresh)
+def summary_lines(report):
+    """The report's figures as printed lines."""
+    lines = []
     for condition, r in report["conditions"].items():
         cells = "  ".join(
             f"{m} MSE {v['ours']:.4f} (mean {v['mean']:.4f}, class-mean {v['class_mean']:.4f})"
             for m, v in r["reconstruction_mse"].items()
         )
-        print(f"{condition:10s} {cells}  probe acc {r['probe_accuracy']:.3f}")
-    print(f"probe transfer: {report['probe_transfer']} (chance {report['chance']:.2f})")
-    return 0
+        lines.append(f"{condition:10s} {cells}  probe acc {r['probe_accuracy']:.3f}")
+    lines.append(f"probe transfer: {report['probe_transfer']} (chance {report['chance']:.2f})")
+    return lines
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from training.cli import run_experiment
+    from training.cross_modal_config import load_cross_modal_config
+
+    return run_experiment(
+        args, load_cross_modal_config,
+        lambda config: train(config, args.model_dir, fresh=args.fresh), summary_lines)
 
 
 if __name__ == "__main__":

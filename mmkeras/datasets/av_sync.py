@@ -102,6 +102,7 @@ from mmkeras.datasets import fetch
 from mmkeras.datasets.cache import build_atomically
 from mmkeras.datasets.cache import data_root as _data_root
 from mmkeras.datasets.cache import mmkeras_version as _mmkeras_version
+from mmkeras.datasets.cache import write_manifest
 from mmkeras.datasets.fetch import DatasetError
 
 NAME = "av_sync"
@@ -459,10 +460,7 @@ def _build(tmp, *, examples, duration, fps, margin_frames, noise_std, seed, down
         _log(verbose, f"{split}: {examples[split]} examples, {n_words} words from "
                       f"{len(used_clips)} of {len(pool)} clips, {len(used_images)} images")
 
-    with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(MANIFEST_COLUMNS)
-        writer.writerows(rows)
+    write_manifest(tmp / "manifest.csv", MANIFEST_COLUMNS, rows)
 
     recipe = {
         "seed": int(seed),

@@ -39,7 +39,6 @@ This module uses numpy, Pillow and the standard library only (no TensorFlow).
 """
 
 import argparse
-import csv
 import datetime
 import hashlib
 import io
@@ -57,6 +56,7 @@ from mmkeras.datasets import fetch
 from mmkeras.datasets.cache import build_atomically
 from mmkeras.datasets.cache import data_root as _data_root
 from mmkeras.datasets.cache import mmkeras_version as _mmkeras_version
+from mmkeras.datasets.cache import write_manifest
 from mmkeras.datasets.fetch import DatasetError
 
 NAME = "avmnist"
@@ -410,10 +410,7 @@ def _build(tmp, *, variant, snr_db, image_energy, seed, images_per_class, clips_
         _log(verbose, f"{split}: {counts[split]['pairs']} pairs, "
                       f"{counts[split]['distinct_clips']} distinct clips")
 
-    with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(MANIFEST_COLUMNS)
-        writer.writerows(rows)
+    write_manifest(tmp / "manifest.csv", MANIFEST_COLUMNS, rows)
 
     recipe = {
         "seed": int(seed),

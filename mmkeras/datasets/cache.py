@@ -5,6 +5,7 @@ into place only once `dataset.json` is written, so a crash or a kill never leave
 that looks complete. Folders left by dead processes are removed on the next build.
 """
 
+import csv
 import json
 import os
 import pathlib
@@ -90,3 +91,12 @@ def build_atomically(out, build, *, force=False, log=lambda message: None):
             shutil.rmtree(tmp, ignore_errors=True)
     log(f"prepared {out} in {time.perf_counter() - start:.1f} s")
     return out
+
+
+def write_manifest(path, columns, rows):
+    """Writes `manifest.csv` at `path`: a header of `columns`, then `rows` (sequences), UTF-8
+    with `\n` line ends (the bytes the dataset checksum covers)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)

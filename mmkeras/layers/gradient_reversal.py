@@ -45,6 +45,13 @@ def scale_gradient(x, scale):
     return _scaled_identity(x, ops.convert_to_tensor(scale, dtype="float32"))
 
 
+def _scale_weight(layer, value):
+    """`layer`'s non-trainable float32 scalar `scale` (lambda), starting at `value`;
+    `GradientReversalSchedule` assigns it."""
+    return layer.add_weight(shape=(), initializer=keras.initializers.Constant(value),
+                            trainable=False, name="scale", dtype="float32")
+
+
 def dann_lambda(progress, gamma=10.0):
     """DANN's adaptation factor `2 / (1 + exp(-gamma p)) - 1` at training progress
     `p in [0, 1]` (clipped): 0 at the start, 0.987 at `p = 0.5`, 0.99991 at `p = 1`
@@ -94,13 +101,7 @@ class GradientReversal(keras.layers.Layer):
         if scale < 0:
             raise ValueError(f"scale must be >= 0, got {scale}.")
         self.initial_scale = float(scale)
-        self.scale = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(self.initial_scale),
-            trainable=False,
-            name="scale",
-            dtype="float32",
-        )
+        self.scale = _scale_weight(self, self.initial_scale)
         self.built = True
 
     def call(self, inputs):
@@ -178,13 +179,7 @@ class AdversarialDiscriminator(keras.layers.Layer):
         self.units = [int(u) for u in units]
         self.adversary = adversary
         self.initial_scale = float(scale)
-        self.scale = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(self.initial_scale),
-            trainable=False,
-            name="scale",
-            dtype="float32",
-        )
+        self.scale = _scale_weight(self, self.initial_scale)
         self.dense_layers = [
             keras.layers.Dense(u, dtype=self.dtype_policy, name=f"hidden_{i}")
             for i, u in enumerate(self.units)
