@@ -192,8 +192,10 @@ def trainer_class():
                     with tf.GradientTape(persistent=True) as input_tape:
                         input_tape.watch(embeddings)
                         logits = self.discriminator.logits(embeddings)
-                        centred = logits - ops.mean(logits, axis=-1, keepdims=True)
-                        totals = [ops.sum(centred[:, j]) for j in range(len(self.modalities))]
+                        totals = []
+                        if self.gradient_penalty > 0:  # traced only when the penalty is on
+                            centred = logits - ops.mean(logits, axis=-1, keepdims=True)
+                            totals = [ops.sum(centred[:, j]) for j in range(len(self.modalities))]
                     log_p = ops.log_softmax(logits, axis=-1)
                     disc_loss = -ops.mean(ops.take_along_axis(
                         log_p, ops.expand_dims(domains, -1), axis=-1))
