@@ -89,7 +89,9 @@ class SyncOffsetScores(keras.layers.Layer):
              for k in range(2 * self.max_offset + 1)],
             axis=-1,
         )
-        logits = self.scale() * similarities
+        # The scores are float32 (as the inputs were cast); under mixed precision the scale
+        # variable is read in float16, so it is cast too.
+        logits = ops.cast(self.scale(), "float32") * similarities
         s = self.max_offset
         others = ops.concatenate([logits[:, :s], logits[:, s + 1:]], axis=-1)
         sync = logits[:, s] - ops.logsumexp(others, axis=-1) + math.log(2 * s)
