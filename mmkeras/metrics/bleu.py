@@ -1,29 +1,25 @@
-"""Corpus BLEU (Papineni et al., 2002) with optional smoothing for short captions.
+"""Corpus BLEU (Papineni et al., 2002) computed by sacreBLEU, on the caller's token lists.
 
-The score of a corpus of hypotheses, each with one or more references (token lists):
+sacreBLEU (Post, 2018) is the reference implementation that published BLEU figures are
+computed with, so mmkeras scores with it rather than with its own n-gram counting. Captions
+here are already tokenised (the captioner's vocabulary), so the token lists are joined with
+spaces and scored with `tokenize="none"`: sacreBLEU splits them back on whitespace and applies
+no tokeniser of its own. Tokens must not contain whitespace.
 
-- the **modified (clipped) n-gram precision** of order n: every hypothesis n-gram counts at
-  most as many times as it occurs in the one reference where it occurs most often; matches
-  and hypothesis n-grams are summed over the whole corpus before dividing;
-- the **brevity penalty** `BP = exp(1 - r / c)` when the total hypothesis length `c` is at
-  most the effective reference length `r` (summed over the corpus, per hypothesis the
-  reference length closest to the hypothesis length, the shorter on ties), else 1;
-- `BLEU = BP * exp(sum_n w_n log p_n)`, uniform weights `w_n = 1 / N`.
+What sacreBLEU computes (and these functions return as fractions in [0, 1], not 0-100):
+- clipped n-gram precisions summed over the corpus; the brevity penalty against the closest
+  reference length per hypothesis (the shorter on ties); `BLEU = BP * exp(mean log p_n)`;
+- a hypothesis may have any number of references (missing ones are passed as `None`);
+- `BLEU-n` (as captioning papers report BLEU-1..4) is the score with `max_order = n`.
 
-`BLEU-n` (as captioning papers report BLEU-1..4) is the score with `N = n`.
-
-Without smoothing a corpus with no matching n-gram of some order scores 0. Short captions (an
-OpenMoji caption is 2.4 tokens on average) make 3- and 4-gram matches rare, so two smoothings
-of Chen & Cherry (2014) are offered:
-
-- `"epsilon"` (their method 1): an order with no match gets precision `epsilon / total`;
-- `"add_one"` (their method 2, Lin & Och 2004): orders n > 1 get `(matches + 1) / (total + 1)`.
-
-An order with no hypothesis n-gram at all (every hypothesis shorter than n) has precision 0
-unsmoothed, `epsilon` with `"epsilon"` and 1 with `"add_one"` (for n > 1).
-
-Pure Python + numpy. Tokenisation is the caller's: pass token lists, the same tokeniser for
-hypotheses and references.
+Smoothing (Chen & Cherry, 2014), for short captions where 3- and 4-gram matches are rare:
+- `"epsilon"` (their method 1, sacreBLEU's `floor`): an order with no match gets precision
+  `epsilon / total`;
+- `"add_one"` (their method 2, sacreBLEU's `add-k` with k = 1): orders n > 1 get
+  `(matches + 1) / (total + 1)`.
+As in sacreBLEU, a corpus with no matching unigram at all scores 0 whatever the smoothing, and
+an order with no hypothesis n-gram (every hypothesis shorter than n) has precision 0 except
+under `"add_one"`.
 
 Example:
 ```python
@@ -35,88 +31,27 @@ bleu.corpus_bleu(hyp, refs, max_order=3)["bleu"]  # 1.0
 
 References:
     - [Papineni et al., 2002](https://aclanthology.org/P02-1040/), BLEU.
+    - [Post, 2018](https://aclanthology.org/W18-6319/), sacreBLEU.
     - [Chen & Cherry, 2014](https://aclanthology.org/W14-3346/), smoothing techniques for
       sentence-level BLEU.
 """
 
-import collections
-import math
+from sacrebleu.metrics import BLEU
 
 SMOOTHINGS = (None, "epsilon", "add_one")
+_SACREBLEU_SMOOTHING = {None: "none", "epsilon": "floor", "add_one": "add-k"}
 
 
-def ngram_counts(tokens, n):
-    """`Counter` of the n-grams (tuples) of a token list."""
-    tokens = list(tokens)
-    return collections.Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-
-
-def closest_reference_length(hypothesis_length, reference_lengths):
-    """The reference length closest to `hypothesis_length` (the shorter one on ties)."""
-    return min(reference_lengths, key=lambda r: (abs(r - hypothesis_length), r))
-
-
-def corpus_statistics(hypotheses, references, max_order=4):
-    """Sufficient statistics of corpus BLEU.
-
-    Args:
-        hypotheses: a list of token lists.
-        references: a list (one entry per hypothesis) of lists of token lists.
-        max_order: the highest n-gram order.
-
-    Returns:
-        `{"matches": [m_1..m_N], "totals": [t_1..t_N], "hypothesis_length": c,
-        "reference_length": r}`: clipped matches and hypothesis n-grams per order, summed.
-    """
+def _streams(hypotheses, references):
+    """sacreBLEU's inputs: hypothesis strings and reference streams padded with None."""
     if len(hypotheses) != len(references):
-        raise ValueError(
-            f"{len(hypotheses)} hypotheses but {len(references)} reference lists."
-        )
-    matches = [0] * max_order
-    totals = [0] * max_order
-    hyp_length = ref_length = 0
-    for hyp, refs in zip(hypotheses, references):
-        hyp = list(hyp)
-        refs = [list(r) for r in refs]
-        if not refs:
-            raise ValueError("Every hypothesis needs at least one reference.")
-        hyp_length += len(hyp)
-        ref_length += closest_reference_length(len(hyp), [len(r) for r in refs])
-        for n in range(1, max_order + 1):
-            counts = ngram_counts(hyp, n)
-            max_ref = collections.Counter()
-            for ref in refs:
-                max_ref |= ngram_counts(ref, n)  # element-wise max over the references
-            matches[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
-            totals[n - 1] += max(len(hyp) - n + 1, 0)
-    return {"matches": matches, "totals": totals, "hypothesis_length": hyp_length,
-            "reference_length": ref_length}
-
-
-def precisions(matches, totals, smoothing=None, epsilon=0.1):
-    """Per-order (smoothed) precisions from the corpus statistics."""
-    if smoothing not in SMOOTHINGS:
-        raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}.")
-    out = []
-    for i, (m, t) in enumerate(zip(matches, totals)):
-        if smoothing == "add_one" and i > 0:
-            out.append((m + 1.0) / (t + 1.0))
-        elif t == 0:
-            out.append(epsilon if smoothing == "epsilon" else 0.0)
-        elif m == 0 and smoothing == "epsilon":
-            out.append(epsilon / t)
-        else:
-            out.append(m / t)
-    return out
-
-
-def brevity_penalty(hypothesis_length, reference_length):
-    """`1` if `c > r`, else `exp(1 - r / c)`; 0 for an empty corpus of hypotheses."""
-    if hypothesis_length == 0:
-        return 0.0
-    if hypothesis_length > reference_length:
-        return 1.0
-    return math.exp(1.0 - reference_length / hypothesis_length)
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists.")
+    refs = [[" ".join(map(str, r)) for r in refs] for refs in references]
+    if any(not r for r in refs):
+        raise ValueError("Every hypothesis needs at least one reference.")
+    width = max((len(r) for r in refs), default=0)
+    streams = [[r[i] if i < len(r) else None for r in refs] for i in range(width)]
+    return [" ".join(map(str, h)) for h in hypotheses], streams
 
 
 def corpus_bleu(hypotheses, references, max_order=4, smoothing=None, epsilon=0.1):
@@ -131,24 +66,35 @@ def corpus_bleu(hypotheses, references, max_order=4, smoothing=None, epsilon=0.1
 
     Returns:
         `{"bleu", "precisions", "brevity_penalty", "matches", "totals",
-        "hypothesis_length", "reference_length"}`.
+        "hypothesis_length", "reference_length"}`; `bleu` and `precisions` in [0, 1].
     """
-    stats = corpus_statistics(hypotheses, references, max_order)
-    p = precisions(stats["matches"], stats["totals"], smoothing, epsilon)
-    bp = brevity_penalty(stats["hypothesis_length"], stats["reference_length"])
-    if min(p) <= 0.0:
-        score = 0.0
-    else:
-        score = bp * math.exp(sum(math.log(x) for x in p) / max_order)
-    return {"bleu": score, "precisions": p, "brevity_penalty": bp, **stats}
+    if smoothing not in SMOOTHINGS:
+        raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}.")
+    hyps, streams = _streams(hypotheses, references)
+    metric = BLEU(
+        tokenize="none", smooth_method=_SACREBLEU_SMOOTHING[smoothing],
+        smooth_value=1 if smoothing == "add_one" else epsilon,
+        max_ngram_order=max_order, effective_order=False,
+    )
+    score = metric.corpus_score(hyps, streams)
+    added = 1 if smoothing == "add_one" else 0  # sacreBLEU reports add-k counts incremented
+    matches = [int(round(c - (added if i > 0 and score.totals[i] > 0 else 0)))
+               for i, c in enumerate(score.counts)]
+    totals = [int(round(t - (added if i > 0 and t > 0 else 0))) for i, t in enumerate(score.totals)]
+    return {
+        "bleu": score.score / 100.0,
+        "precisions": [p / 100.0 for p in score.precisions],
+        "brevity_penalty": float(score.bp),
+        "matches": matches,
+        "totals": totals,
+        "hypothesis_length": int(score.sys_len),
+        "reference_length": int(score.ref_len),
+    }
 
 
 def bleu_scores(hypotheses, references, max_order=4, smoothing=None, epsilon=0.1):
-    """`{"bleu1": ..., "bleu<max_order>": ...}`: BLEU-1..N of a corpus (one pass)."""
-    stats = corpus_statistics(hypotheses, references, max_order)
-    bp = brevity_penalty(stats["hypothesis_length"], stats["reference_length"])
-    out = {}
-    for n in range(1, max_order + 1):
-        p = precisions(stats["matches"][:n], stats["totals"][:n], smoothing, epsilon)
-        out[f"bleu{n}"] = 0.0 if min(p) <= 0.0 else bp * math.exp(sum(map(math.log, p)) / n)
-    return out
+    """`{"bleu1": ..., "bleu<max_order>": ...}`: BLEU-1..N of a corpus."""
+    return {
+        f"bleu{n}": corpus_bleu(hypotheses, references, n, smoothing, epsilon)["bleu"]
+        for n in range(1, max_order + 1)
+    }

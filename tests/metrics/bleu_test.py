@@ -1,4 +1,4 @@
-"""Corpus BLEU against closed-form values."""
+"""Corpus BLEU (sacreBLEU on token lists) against closed-form values."""
 
 import math
 
@@ -53,22 +53,36 @@ def test_repeated_words_are_clipped_by_the_best_reference():
 
 
 def test_closest_reference_length_prefers_the_shorter_on_ties():
-    assert bleu.closest_reference_length(4, [5, 3]) == 3
-    assert bleu.closest_reference_length(4, [6, 4, 3]) == 4
+    hyp = _t("a b c d")
+    assert bleu.corpus_bleu([hyp], [[_t("a b c d e"), _t("a b c")]])["reference_length"] == 3
+    assert bleu.corpus_bleu([hyp], [[_t("x y z u v w"), hyp, _t("a b c")]])["reference_length"] == 4
 
 
-def test_no_overlap_is_zero_unsmoothed_and_positive_smoothed():
+def test_hypotheses_with_different_numbers_of_references():
+    hyps = [_t("a b c"), _t("d e")]
+    refs = [[_t("a b c")], [_t("x y"), _t("z"), _t("d e")]]
+    out = bleu.corpus_bleu(hyps, refs, max_order=2)
+    assert out["matches"] == [5, 3] and out["totals"] == [5, 3]
+    assert out["bleu"] == pytest.approx(1.0)
+
+
+def test_no_overlap_is_zero_with_or_without_smoothing():
+    # sacreBLEU: a corpus without a single matching unigram scores 0 whatever the smoothing.
     hyps, refs = [_t("red apple")], [[_t("flag : peru")]]
+    for smoothing in bleu.SMOOTHINGS:
+        assert bleu.corpus_bleu(hyps, refs, smoothing=smoothing)["bleu"] == 0.0
+    # One unigram match: unsmoothed 0 (no bigram match), epsilon-smoothed positive.
+    hyps, refs = [_t("red flag")], [[_t("flag : peru")]]
     assert bleu.corpus_bleu(hyps, refs)["bleu"] == 0.0
-    assert bleu.corpus_bleu(hyps, refs, smoothing="epsilon")["bleu"] > 0.0
-    # Method 2 leaves the unigram precision alone: still 0.
-    assert bleu.corpus_bleu(hyps, refs, smoothing="add_one")["bleu"] == 0.0
+    assert bleu.corpus_bleu(hyps, refs, max_order=2, smoothing="epsilon")["bleu"] == (
+        pytest.approx(math.exp(1 - 3 / 2) * (1 / 2 * 0.1 / 1) ** 0.5))
 
 
 def test_smoothing_hand_computed():
     hyps, refs = [_t("a b c")], [[_t("a b d")]]
     # p1 = 2/3, p2 = 1/2, p3 = 0/1, p4: no 4-gram in the hypothesis.
     assert bleu.corpus_bleu(hyps, refs)["bleu"] == 0.0
+    assert bleu.corpus_bleu(hyps, refs, smoothing="epsilon")["bleu"] == 0.0  # no 4-gram at all
     eps = bleu.corpus_bleu(hyps, refs, max_order=3, smoothing="epsilon", epsilon=0.1)
     assert eps["precisions"] == pytest.approx([2 / 3, 1 / 2, 0.1])
     assert eps["bleu"] == pytest.approx((2 / 3 * 1 / 2 * 0.1) ** (1 / 3))

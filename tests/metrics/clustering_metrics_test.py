@@ -1,4 +1,4 @@
-"""NMI, ARI (hand-computed values) and numpy k-means."""
+"""NMI, ARI (hand-computed values) and k-means (scikit-learn behind mmkeras names)."""
 
 import numpy as np
 import pytest
