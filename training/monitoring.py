@@ -6,6 +6,12 @@ Every N epochs `MultimodalMonitor` evaluates a fixed validation sample and write
     robustness/missing_<m>/rate_<pct>   scalar: accuracy with modality m missing in pct% of
                                         the sample (pct in 000, 025, 050, 075, 100)
     robustness/curve                    image: those curves
+    robustness/noise_<m>_<kind>/severity_<pct>
+                                        scalar: accuracy with modality m corrupted by `kind`
+                                        (`mmkeras.data.noise.CORRUPTIONS`) at severity pct%
+                                        (every kind of `noise_kinds`, default
+                                        `mmkeras.explain.robustness.DEFAULT_NOISE`)
+    robustness/noise_curve              image: those curves
     contribution/<m>                    scalar: accuracy drop when m is removed from every example
     contribution/all_present            scalar: accuracy with every modality present
     fusion/weights                      image, when the fusion layer exposes modality weights:
@@ -35,6 +41,10 @@ MONITOR_RUN = "monitor"
 
 def tag_missing(modality, rate):
     return f"robustness/missing_{modality}/rate_{int(round(100 * rate)):03d}"
+
+
+def tag_noise(modality, kind, severity):
+    return f"robustness/noise_{modality}_{kind}/severity_{int(round(100 * severity)):03d}"
 
 
 def _png_summary(name, png, step):
@@ -89,11 +99,13 @@ class MultimodalMonitor(keras.callbacks.Callback):
         levels: missing fractions of the robustness curve (must contain 0 and 1).
         fusion_layer: the name of the fusion layer.
         sprite_modality: the modality drawn in the Projector sprite (if the model has it).
-        seed: seed of the random choice of missing examples.
+        seed: seed of the random choice of missing examples and of the noise.
+        noise_kinds: `{modality: [kind, ...]}` of the noise curves; None = `DEFAULT_NOISE`
+            for the sample's modalities; `{}` logs none.
     """
 
     def __init__(self, log_dir, x, y, every=1, levels=rob.DEFAULT_LEVELS, fusion_layer="fusion",
-                 sprite_modality=features.IMAGE, seed=0):
+                 sprite_modality=features.IMAGE, seed=0, noise_kinds=None):
         super().__init__()
         levels = [float(level) for level in levels]
         if levels[0] != 0.0 or levels[-1] != 1.0:
@@ -108,6 +120,13 @@ class MultimodalMonitor(keras.callbacks.Callback):
         self.fusion_layer = fusion_layer
         self.sprite_modality = sprite_modality
         self.seed = seed
+        modalities = rob.modalities_of(x)
+        if noise_kinds is None:
+            noise_kinds = {m: rob.DEFAULT_NOISE[m] for m in modalities if m in rob.DEFAULT_NOISE}
+        unknown = sorted(set(noise_kinds) - set(modalities))
+        if unknown:
+            raise ValueError(f"noise_kinds names modalities {unknown} that the sample lacks.")
+        self.noise_kinds = {m: tuple(kinds) for m, kinds in noise_kinds.items()}
         self._writer = None
         self._said_no_weights = False
 
@@ -138,6 +157,11 @@ class MultimodalMonitor(keras.callbacks.Callback):
             m: [clean] + rob.missing_curve(model, self.x, self.y, m, self.levels[1:], self.seed)
             for m in modalities
         }
+        noise_curves = {
+            f"{m}/{kind}": [clean] + rob.noise_curve(
+                model, self.x, self.y, m, kind, self.levels[1:], self.seed)
+            for m, kinds in self.noise_kinds.items() for kind in kinds
+        }
         captured = fusion_outputs(model, self.x, self.fusion_layer)
         with self.writer.as_default():
             for m, accuracies in curves.items():
@@ -148,6 +172,14 @@ class MultimodalMonitor(keras.callbacks.Callback):
             _png_summary("robustness/curve", figure_png(curve_figure(
                 curves, self.levels, f"epoch {epoch + 1}: modality missing",
                 "fraction of examples missing")), epoch)
+            for name, accuracies in noise_curves.items():
+                m, kind = name.split("/")
+                for severity, acc in zip(self.levels, accuracies):
+                    tf.summary.scalar(tag_noise(m, kind, severity), acc, step=epoch)
+            if noise_curves:
+                _png_summary("robustness/noise_curve", figure_png(curve_figure(
+                    noise_curves, self.levels, f"epoch {epoch + 1}: modality corrupted",
+                    "corruption severity")), epoch)
             self._log_fusion_weights(captured, epoch)
         self.writer.flush()
         if captured["embedding"] is not None:

@@ -12,6 +12,7 @@ from tests.models.fusion_classifier_test import TINY
 from training.callbacks import HParamsLogger
 from training.monitoring import MultimodalMonitor
 from training.monitoring import tag_missing
+from training.monitoring import tag_noise
 
 N = 16
 
@@ -40,11 +41,17 @@ def _sample(n=N):
     return x, rng.integers(0, 10, n)
 
 
+NOISE = {"audio": ("white_noise", "time_mask"), "image": ("gaussian", "salt_and_pepper",
+                                                            "occlusion")}
+LEVELS = (0, 0.25, 0.5, 0.75, 1.0)
+
+
 def _expected_tags(modalities=("audio", "image")):
-    tags = {"robustness/curve", "contribution/all_present"}
+    tags = {"robustness/curve", "robustness/noise_curve", "contribution/all_present"}
     for m in modalities:
         tags.add(f"contribution/{m}")
-        tags.update(tag_missing(m, rate) for rate in (0, 0.25, 0.5, 0.75, 1.0))
+        tags.update(tag_missing(m, rate) for rate in LEVELS)
+        tags.update(tag_noise(m, kind, level) for kind in NOISE[m] for level in LEVELS)
     return tags
 
 
@@ -94,6 +101,13 @@ def test_monitor_logs_documented_tags(fusion, tmp_path, capsys):
     assert [e.step for e in acc.Tensors("contribution/image")] == [0, 3]
     clean = _value(acc.Tensors(tag_missing("image", 0))[0])
     assert clean == _value(acc.Tensors("contribution/all_present")[0])
+    assert _plugin(acc, "robustness/noise_curve") == "images"
+    # Severity 0 is the clean sample; full occlusion of every image equals a black image.
+    assert _value(acc.Tensors(tag_noise("image", "occlusion", 0))[0]) == clean
+    blacked = dict(x, image=np.zeros_like(x["image"]))
+    black_accuracy = float(np.mean(np.argmax(model.predict(blacked, verbose=0), -1) == y))
+    assert _value(acc.Tensors(tag_noise("image", "occlusion", 1.0))[0]) == pytest.approx(
+        black_accuracy)
     without_image = _value(acc.Tensors(tag_missing("image", 1.0))[0])
     assert _value(acc.Tensors("contribution/image")[0]) == pytest.approx(clean - without_image)
     _check_projector(tmp_path / "monitor", N, epochs=[1, 4])
