@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from mmkeras import layers
 from mmkeras.configs import load_config
 from mmkeras.explain import flatten_model
 from mmkeras.explain import image_gradcam_plus_plus
@@ -113,3 +114,40 @@ def test_explain_rejects_an_index_out_of_range(missing_run, capsys):
 
     assert main(["--model-dir", str(missing_run), "--index", "100000"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+FUSION_TYPES = sorted(layers.FUSION_LAYERS) + sorted(layers.DECISION_FUSION_LAYERS)
+
+
+@pytest.mark.parametrize("fusion", FUSION_TYPES)
+def test_attribution_over_the_fusion_family(fusion):
+    """Integrated gradients are complete and presence ablation reads the flags, whatever the
+    fusion layer (not only concat)."""
+    keras.utils.set_random_seed(0)
+    sequence = layers.FUSION_LAYERS.get(fusion) is not None and (
+        layers.FUSION_LAYERS[fusion].input_kind == "sequence")
+    imputation = "none" if sequence else "learned"  # sequence fusions mask tokens themselves
+    args = ["model.fusion.args={output_dim: 8}"] if fusion in ("bilinear", "low_rank_tensor") else []
+    config = load_config(None, TINY + [f"model.fusion.type={fusion}",
+                                       f"model.missing.imputation={imputation}", *args])
+    model = build_classifier(config.model, config.data)
+    rng = np.random.default_rng(1)
+    example = {"image": rng.uniform(0, 1, (1, 28, 28, 1)).astype("float32"),
+               "audio": (0.3 * rng.normal(size=(1, 2000))).astype("float32"),
+               "image_present": np.ones(1, "float32"), "audio_present": np.ones(1, "float32")}
+    target = int(np.asarray(model(example)).argmax())
+    # The image path alone: audio held at its value, so the attributions must sum to the change.
+    image_only = integrated_gradients(model, example, target=target, steps=32, batch_size=33,
+                                      baselines={"audio": example["audio"]})
+    assert image_only["totals"]["audio"] == 0.0
+    assert np.isfinite(image_only["attributions"]["image"]).all()
+    delta = image_only["prediction"] - image_only["baseline_prediction"]
+    assert image_only["completeness_error"] <= 0.02 * abs(delta) + 1e-6
+    ablation = presence_ablation(model, example, target=target)
+    for m in ("audio", "image"):
+        dropped = dict(example, **{f"{m}_present": np.zeros(1, "float32")})
+        dropped[m] = np.zeros_like(example[m])
+        assert ablation["without"][m] == pytest.approx(
+            float(np.asarray(model(dropped))[0, target]), abs=1e-6)
+        assert ablation["contribution"][m] == pytest.approx(
+            ablation["all_present"] - ablation["without"][m])
