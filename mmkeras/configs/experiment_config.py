@@ -134,6 +134,13 @@ class AudioEncoderConfig:
     freq_mask_width: int = 8
     time_masks: int = 0
     time_mask_width: int = 10
+    # Waveform front end inside the model (mmkeras/layers/audio_front_end.py), applied to
+    # whatever a client sends: per-example loudness normalisation (`rms` / `peak`, or none)
+    # and energy-based trimming that moves the speech to the start of the window.
+    loudness: typing.Optional[str] = None
+    trim_silence: bool = False
+    trim_window: int = 256
+    trim_threshold_db: float = -30.0
 
 
 @dataclasses.dataclass

@@ -4,6 +4,8 @@ import keras
 
 from mmkeras import features
 from mmkeras.encoders.encoder_utils import encoder_outputs
+from mmkeras.layers.audio_front_end import LoudnessNormalization
+from mmkeras.layers.audio_front_end import SpeechTrimming
 from mmkeras.layers.mfcc import MFCC
 from mmkeras.layers.spec_augment import SpecAugment
 
@@ -25,6 +27,10 @@ def audio_cnn_encoder(
     num_mfcc=13,
     spec_augment=None,
     return_sequence=False,
+    loudness=None,
+    trim_silence=False,
+    trim_window=256,
+    trim_threshold_db=-30.0,
 ):
     """Builds a log-mel + CNN encoder that takes waveforms, so exported models do too.
 
@@ -49,6 +55,10 @@ def audio_cnn_encoder(
             `freq_mask_width`, `time_masks`, `time_mask_width`, `seed`).
         return_sequence: also output one token per frame:
             `{"embedding": (batch, embedding_dim), "tokens": (batch, frames', embedding_dim)}`.
+        loudness: None, or `"rms"` / `"peak"`: `LoudnessNormalization` of each waveform
+            (to RMS 0.1 / peak 0.5) before the spectrogram.
+        trim_silence: `SpeechTrimming` before the spectrogram (energy envelope of
+            `trim_window` samples, speech within `trim_threshold_db` of the loudest point).
 
     Returns:
         A functional `keras.Model` mapping `(batch, num_samples)` to `(batch, embedding_dim)`
@@ -64,6 +74,12 @@ def audio_cnn_encoder(
     if features_type not in AUDIO_FEATURES:
         raise ValueError(f"features_type must be one of {AUDIO_FEATURES}, got {features_type!r}.")
     inputs = keras.Input(shape=(num_samples,), name=input_name)
+    waveform = inputs
+    if trim_silence:
+        waveform = SpeechTrimming(trim_window, trim_threshold_db, name="trim_silence")(waveform)
+    if loudness:
+        target = 0.1 if loudness == "rms" else 0.5
+        waveform = LoudnessNormalization(target, loudness, name="loudness")(waveform)
     x = keras.layers.MelSpectrogram(
         fft_length=fft_length,
         sequence_stride=sequence_stride,
@@ -79,7 +95,7 @@ def audio_cnn_encoder(
         min_power=1e-4,
         top_db=1e9,
         name="log_mel",
-    )(inputs)
+    )(waveform)
     num_features = num_mel_bins
     if features_type == "mfcc":
         x = MFCC(num_mfcc, name="mfcc")(x)

@@ -52,7 +52,8 @@ def encoder_from_config(modality, model_config, data_config=None, return_sequenc
             fft_length=c.fft_length, sequence_stride=c.sequence_stride,
             num_mel_bins=c.num_mel_bins, filters=c.filters, embedding_dim=c.embedding_dim,
             dropout=c.dropout, features_type=c.features, num_mfcc=c.num_mfcc,
-            spec_augment=spec_augment, **seq,
+            spec_augment=spec_augment, loudness=c.loudness, trim_silence=c.trim_silence,
+            trim_window=c.trim_window, trim_threshold_db=c.trim_threshold_db, **seq,
         )
     if modality == features.TEXT:
         c = model_config.text_encoder

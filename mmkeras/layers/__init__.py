@@ -19,6 +19,8 @@ from mmkeras.layers.fusion import WeightedSumFusion
 from mmkeras.layers.modality_dropout import ModalityDropout
 from mmkeras.layers.modality_imputation import ModalityImputation
 from mmkeras.layers.attention_pooling import AttentionPooling
+from mmkeras.layers.audio_front_end import LoudnessNormalization
+from mmkeras.layers.audio_front_end import SpeechTrimming
 from mmkeras.layers.mfcc import MFCC
 from mmkeras.layers.position_embedding import PositionEmbedding
 from mmkeras.layers.spec_augment import SpecAugment

@@ -199,3 +199,20 @@ def test_text_classifier_converts_to_builtin_tflite():
          "text_present": np.ones((1,), "float32")}
     got = list(runner(**x).values())[0]
     np.testing.assert_allclose(got, np.asarray(model(x)), atol=1e-5)
+
+
+def test_audio_front_end_makes_the_encoder_gain_and_silence_invariant(tmp_path):
+    encoder = encoders.audio_cnn_encoder(num_samples=4000, filters=(4,), embedding_dim=8,
+                                num_mel_bins=16, loudness="rms", trim_silence=True, trim_window=128)
+    t = np.arange(1500)
+    burst = (np.sin(2 * np.pi * 300 * t / 8000) * np.hanning(1500)).astype("float32")
+    x = np.zeros((2, 4000), "float32")
+    x[0, 300:1800] = burst
+    x[1, 2000:3500] = 0.05 * burst  # -26 dB, 1,700 samples later
+    out = np.asarray(encoder(x))
+    np.testing.assert_allclose(out[0], out[1], atol=1e-5)
+    plain = encoders.audio_cnn_encoder(num_samples=4000, filters=(4,), embedding_dim=8, num_mel_bins=16)
+    assert len(plain.layers) == len(encoder.layers) - 2
+    path = str(tmp_path / "audio.keras")
+    encoder.save(path)
+    np.testing.assert_allclose(np.asarray(keras.saving.load_model(path)(x)), out, atol=1e-6)
