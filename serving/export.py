@@ -73,6 +73,8 @@ import time
 
 import numpy as np
 
+from mmkeras import model_dir as model_dir_lib
+
 FORMATS = ("savedmodel", "tflite", "onnx")
 DEFAULT_FORMATS = ("savedmodel", "tflite")
 TFLITE_QUANT = ("float32", "float16", "dynamic", "int8")
@@ -88,8 +90,14 @@ WARMUP_EXAMPLES = 4
 SIGNATURE_CHECK_EXAMPLES = 6
 SIGNATURE_TOLERANCE = 1e-5
 WARMUP_FILE = "tf_serving_warmup_requests"
-MODEL_FILE = "model.keras"
-MULTITASK_FILE = "multitask.keras"  # the trainer's model with every task head (`model.tasks`)
+MODEL_FILE = model_dir_lib.MODEL_FILE
+MULTITASK_FILE = model_dir_lib.MULTITASK_FILE  # every task head (`model.tasks`)
+# Where TF Serving finds the models in `models.config`: the `tensorflow/serving` container's
+# convention (`-v .../savedmodel/<name>:/models/<name>`); `--serving-base-path` changes it.
+DEFAULT_SERVING_BASE_PATH = "/models"
+REJECTED_DIR = "rejected"  # the artifacts of the last export that failed its checks
+load_model_dir = model_dir_lib.load_model_dir  # kept here for the callers of this module
+load_multitask_model = model_dir_lib.load_multitask_model
 
 
 @dataclasses.dataclass
@@ -121,49 +129,9 @@ TOLERANCE = {name: t.max_abs_diff for name, t in TOLERANCES.items()}
 MIN_TOP1_AGREEMENT = TOLERANCES["savedmodel"].min_top1_agreement
 
 
-def load_model_dir(model_dir):
-    """The resolved config and the Keras model of a model directory."""
-    import keras
-    import yaml
-
-    import mmkeras.layers  # noqa: F401  (registers the custom layers)
-    from mmkeras.configs import config_from_dict
-
-    model_dir = pathlib.Path(model_dir)
-    with open(model_dir / "config.yaml") as f:
-        config = config_from_dict(yaml.safe_load(f))
-    model = keras.saving.load_model(model_dir / MODEL_FILE)
-    return config, model
-
-
-def load_multitask_model(model_dir):
-    """The Keras model with every task head (`DIR/multitask.keras`, written by the trainer
-    for `model.tasks`); `FileNotFoundError` naming the file when the directory has none."""
-    import keras
-
-    import mmkeras.layers  # noqa: F401  (registers the custom layers)
-
-    path = pathlib.Path(model_dir) / MULTITASK_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--all-heads exports {path}, which does not exist: only a model trained with "
-            "model.tasks (auxiliary heads) has one. Export without --all-heads for the main head."
-        )
-    return keras.saving.load_model(path)
-
-
 def next_version(base):
     versions = [int(p.name) for p in pathlib.Path(base).glob("*") if p.name.isdigit()]
     return max(versions, default=0) + 1
-
-
-def _atomic_write(path, data):
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-    os.replace(tmp, path)
-    return path
 
 
 def _dir_bytes(path):
@@ -216,8 +184,9 @@ def write_warmup(version_dir, model_name, examples):
 def export_savedmodel(model, base, version=None, warmup_examples=None, model_name=None):
     """Writes `<base>/<version>/` (with warm-up requests) atomically; returns its path.
 
-    Everything is written into `<base>/.tmp-<version>-<pid>` and renamed at the end; on any
-    error the temporary directory is removed and no version appears.
+    Everything is written into `<base>/.tmp-<pid>-version-<version>` and renamed at the end;
+    on any error the temporary directory is removed and no version appears. (`export` calls
+    it on a staging directory and publishes the version only after every check passed.)
     """
     from serving.serving_module import build_archive
 
@@ -227,7 +196,7 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     final = base / str(version)
     if final.exists():
         raise FileExistsError(f"{final} exists: versions are immutable; pick another --version.")
-    tmp = base / f".tmp-{version}-{os.getpid()}"
+    tmp = model_dir_lib.temporary_path(final, tag=f"version-{version}")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
@@ -241,8 +210,15 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     return final
 
 
-def models_config_text(savedmodel_root):
-    """A `ModelServerConfig` text proto listing every model directory under the root."""
+def models_config_text(savedmodel_root, serving_base_path=DEFAULT_SERVING_BASE_PATH):
+    """A `ModelServerConfig` text proto listing every model directory under the root.
+
+    Args:
+        savedmodel_root: the local directory holding `<model_name>/<version>/`.
+        serving_base_path: the directory holding the model directories as the server sees it:
+            each model's `base_path` is `<serving_base_path>/<model_name>` (default `/models`,
+            the `tensorflow/serving` container's). None: the local absolute paths.
+    """
     root = pathlib.Path(savedmodel_root).resolve()
     entries = []
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -253,17 +229,23 @@ def models_config_text(savedmodel_root):
         entries.append(
             "  config {\n"
             f'    name: "{model_dir.name}"\n'
-            f'    base_path: "{model_dir}"\n'
+            f'    base_path: "{_served_path(model_dir, serving_base_path)}"\n'
             '    model_platform: "tensorflow"\n'
             "  }\n"
         )
     return "model_config_list {\n" + "".join(entries) + "}\n"
 
 
-def write_models_config(savedmodel_root):
+def _served_path(model_dir, serving_base_path):
+    if serving_base_path is None:
+        return str(model_dir)
+    return serving_base_path.rstrip("/") + "/" + model_dir.name
+
+
+def write_models_config(savedmodel_root, serving_base_path=DEFAULT_SERVING_BASE_PATH):
     """Writes `<root>/models.config` (for `tensorflow_model_server --model_config_file`)."""
-    return _atomic_write(pathlib.Path(savedmodel_root) / "models.config",
-                         models_config_text(savedmodel_root))
+    return model_dir_lib.write_text(pathlib.Path(savedmodel_root) / "models.config",
+                                    models_config_text(savedmodel_root, serving_base_path))
 
 
 # TFLite.
@@ -317,12 +299,33 @@ def _tensor_names_in_layers(flatbuffer, layer_names):
     if not layer_names:
         return []
     scope = re.compile(r"(^|/)(" + "|".join(re.escape(n) for n in layer_names) + r")(_\d+)?/")
-    details = Interpreter(model_content=flatbuffer).get_tensor_details()
-    return sorted({d["name"] for d in details if scope.search(d["name"])})
+    interpreter = Interpreter(model_content=flatbuffer)
+    names = set()
+    for index in range(len(interpreter.get_signature_list())):  # one subgraph per signature
+        details = interpreter.get_tensor_details(subgraph_index=index)
+        names |= {d["name"] for d in details if scope.search(d["name"])}
+    return sorted(names)
 
 
-def export_tflite(savedmodel_dir, path, quant="float32", representative=None, float_layers=()):
-    """Converts the SavedModel's `serving_default` to builtin-ops TFLite, quantized as asked.
+def _per_signature(representative, flatbuffer):
+    """The representative examples fed to every signature of a float TFLite model, as the
+    `(signature_key, inputs)` pairs the converter calibrates a multi-signature model with."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    inputs = {key: sig["inputs"]
+              for key, sig in Interpreter(model_content=flatbuffer).get_signature_list().items()}
+
+    def generate():
+        for example in representative():
+            for key, names in inputs.items():
+                yield key, {name: example[name] for name in names}
+
+    return generate
+
+
+def export_tflite(savedmodel_dir, path, quant="float32", representative=None, float_layers=(),
+                  signatures=("serving_default",)):
+    """Converts SavedModel signatures to one builtin-ops TFLite model, quantized as asked.
 
     Args:
         savedmodel_dir: a SavedModel version directory.
@@ -333,6 +336,8 @@ def export_tflite(savedmodel_dir, path, quant="float32", representative=None, fl
         float_layers: for `int8`, Keras layer names whose ops stay float (selective
             quantization with `tf.lite.experimental.QuantizationDebugger`'s denylist); every
             other op with an int8 kernel is quantized.
+        signatures: the SavedModel signatures to convert (they share the weights); int8
+            calibrates each of them on the representative examples.
     """
     import tensorflow as tf
 
@@ -341,7 +346,7 @@ def export_tflite(savedmodel_dir, path, quant="float32", representative=None, fl
 
     def converter():
         c = tf.lite.TFLiteConverter.from_saved_model(
-            str(savedmodel_dir), signature_keys=["serving_default"]
+            str(savedmodel_dir), signature_keys=list(signatures)
         )
         c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         return c
@@ -355,7 +360,9 @@ def export_tflite(savedmodel_dir, path, quant="float32", representative=None, fl
     elif quant == "int8":
         if representative is None:
             raise ValueError("int8 quantization needs a representative dataset.")
-        float_nodes = _tensor_names_in_layers(converter().convert(), float_layers)
+        float_model = converter().convert()
+        float_nodes = _tensor_names_in_layers(float_model, float_layers)
+        representative = _per_signature(representative, float_model)
         c.optimizations = [tf.lite.Optimize.DEFAULT]
         c.representative_dataset = representative
         if not float_nodes:
@@ -371,8 +378,8 @@ def export_tflite(savedmodel_dir, path, quant="float32", representative=None, fl
                     denylisted_nodes=float_nodes
                 ),
             )
-            return _atomic_write(path, debugger.get_nondebug_quantized_model())
-    return _atomic_write(path, c.convert())
+            return model_dir_lib.write_bytes(path, debugger.get_nondebug_quantized_model())
+    return model_dir_lib.write_bytes(path, c.convert())
 
 
 def tflite_runner(path, num_threads=None):
@@ -547,6 +554,76 @@ def check_signatures(config, savedmodel_dir, count=SIGNATURE_CHECK_EXAMPLES,
     return report
 
 
+def subset_reference_inputs(x, subset):
+    """What a `serve_<subset>_only` signature computes on `x`, as `serving_default` inputs:
+    the subset's data with flag 1, every other modality zeros with flag 0."""
+    from mmkeras import features
+
+    result = {}
+    for name, value in x.items():
+        value = np.asarray(value)
+        if name.endswith(features.PRESENT_SUFFIX):
+            present = name[:-len(features.PRESENT_SUFFIX)] in subset
+            result[name] = np.full_like(value, 1.0 if present else 0.0)
+        else:
+            result[name] = value if name in subset else np.zeros_like(value)
+    return result
+
+
+def check_subset_signatures(config, model, savedmodel_dir, tflite_paths=None, tolerances=None,
+                            count=SIGNATURE_CHECK_EXAMPLES):
+    """Each `serve_<m..>_only` signature vs `serving_default` with the other modalities set
+    missing (zeros, flag 0; `subset_reference_inputs`), on real test rows, in the SavedModel
+    and in each TFLite file (`{parity key: path}`, each compared with its own
+    `serving_default`).
+
+    Tolerances: `SIGNATURE_TOLERANCE` for the SavedModel, the format's `max_abs_diff` for
+    TFLite (`tolerances`, default `TOLERANCES`; quantized models calibrate each signature on
+    its own inputs, so their subset signatures move within that format's bound); the class
+    ids must agree in the SavedModel and float32 TFLite.
+
+    Returns:
+        `{signature: {"modalities", "examples", "max_abs_diff": {format: diff}, "passed"}}`
+        for the signatures `serving_module.modality_subsets(model)` names.
+    """
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from serving import serving_module as sm
+
+    tolerances = dict(TOLERANCES, **(tolerances or {}))
+    columns = _signature_check_rows(config, count)
+    x = {k: v.numpy() for k, v in
+         _pipeline_inputs(columns, config, sorted(config.model.modalities)).items()}
+    loaded = tf.saved_model.load(str(savedmodel_dir))
+    signatures = loaded.signatures
+    runners = {"savedmodel": (
+        lambda name, inputs: {k: v.numpy() for k, v in signatures[name](
+            **{k: tf.constant(v) for k, v in inputs.items()}).items()},
+        SIGNATURE_TOLERANCE, True)}
+    for key, path in (tflite_paths or {}).items():
+        interpreter = Interpreter(model_path=str(path))
+        runners[key] = (
+            lambda name, inputs, interpreter=interpreter:
+                interpreter.get_signature_runner(name)(**inputs),
+            tolerances[key].max_abs_diff, key == "tflite")
+    report = {}
+    for name, subset in sm.modality_subsets(model).items():
+        reference_inputs = subset_reference_inputs(x, subset)
+        diffs, passed = {}, True
+        for key, (run, tolerance, same_class) in runners.items():
+            expected = run(sm.SERVING_DEFAULT, reference_inputs)
+            got = run(name, {m: x[m] for m in subset})
+            diffs[key] = float(np.abs(got["probabilities"] - expected["probabilities"]).max())
+            if tolerance is not None:
+                passed &= diffs[key] <= tolerance
+            if same_class:
+                passed &= bool((got["class_id"] == expected["class_id"]).all())
+        report[name] = {"modalities": subset, "examples": int(len(columns["label"])),
+                        "max_abs_diff": diffs, "passed": bool(passed)}
+    return report
+
+
 def check_heads(config, savedmodel_dir, model, multitask_model, count=SIGNATURE_CHECK_EXAMPLES,
                 tolerance=SIGNATURE_TOLERANCE):
     """An `--all-heads` SavedModel's `serving_default` vs Keras on real test rows, per head.
@@ -610,22 +687,46 @@ def parse_tolerances(items):
     return result
 
 
-def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples=None,
-           tflite_quant=("float32",), tolerances=None, all_heads=False):
-    """Exports `model_dir` in `formats` and checks parity; returns the parity report.
+def _export_folders(out):
+    """The folders of `DIR/export` where a killed export may have left `.tmp-*` entries."""
+    savedmodel_root = out / "savedmodel"
+    models = [p for p in savedmodel_root.iterdir() if p.is_dir()] if savedmodel_root.is_dir() else []
+    return [out, savedmodel_root, *models, out / "tflite", out / "onnx"]
 
-    The SavedModel is always written (TFLite and ONNX are converted from it); parity and the
-    signature checks cover the formats asked for.
+
+def _log(message):
+    print(f"[export] {message}", flush=True)
+
+
+def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples=None,
+           tflite_quant=("float32",), tolerances=None, all_heads=False,
+           serving_base_path=DEFAULT_SERVING_BASE_PATH, log=_log):
+    """Exports `model_dir` in `formats`, checks it, and publishes it only if every check passes.
+
+    Every artifact is written into a staging directory `DIR/export/.tmp-<pid>-export/` and
+    checked there (parity of every format, the SavedModel's signatures against
+    `serving_default`, the missing-modality signatures, the heads). Only then are the TFLite
+    and ONNX files renamed into `DIR/export/tflite|onnx/` and the SavedModel version into
+    `DIR/export/savedmodel/<model_name>/<version>/` (last, so TF Serving sees a version only
+    when everything it came with is in place), and `models.config` written. When a check
+    fails nothing is published: the staging directory becomes `DIR/export/rejected/`
+    (replacing the previous rejected export) and `parity.json` says so (`published`,
+    `rejected_dir`). `.tmp-*` entries left by killed exports are removed first.
 
     Args:
         all_heads: export the SavedModel from `multitask.keras` with every task head's outputs
             (see the module docstring); TFLite and ONNX keep the main head only, converted
             from a temporary main-head SavedModel. `FileNotFoundError` when the directory has
             no `multitask.keras`.
+        serving_base_path: the directory of the model directories as TF Serving sees it, for
+            `models.config` (default `/models`; None: this machine's absolute paths).
+        log: called with each progress line.
+
+    Returns:
+        The parity report (also written to `DIR/export/parity.json`).
     """
     from mmkeras import features
     from serving import serving_module as sm
-    from training.report import write_json
 
     model_dir = pathlib.Path(model_dir)
     unknown = set(formats) - set(FORMATS)
@@ -634,65 +735,110 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     unknown = set(tflite_quant) - set(TFLITE_QUANT)
     if unknown:
         raise ValueError(f"Unknown TFLite quantizations {sorted(unknown)}; choose from {TFLITE_QUANT}.")
+    out = model_dir / model_dir_lib.EXPORT_DIR
+    for path in model_dir_lib.remove_stale_temporaries(_export_folders(out)):
+        log(f"removed {path}: left by an export that did not finish")
     multitask_model = load_multitask_model(model_dir) if all_heads else None
     config, model = load_model_dir(model_dir)
     served = model if multitask_model is None else multitask_model  # what the SavedModel holds
-    out = model_dir / "export"
-    start = time.time()
     savedmodel_root = out / "savedmodel"
-    savedmodel_dir = export_savedmodel(
-        served, savedmodel_root / config.model.name, version,
-        warmup_examples=_warmup_examples(config), model_name=config.model.name,
-    )
-    write_models_config(savedmodel_root)
-    timings = {"savedmodel": round(time.time() - start, 1)}
-    heads = {"savedmodel": sm.head_names(served)}
-
-    # TFLite and ONNX carry the main head: with --all-heads they are converted from a
-    # temporary SavedModel of `model.keras` (the `serving_default` of a default export).
-    convert_source, staging = savedmodel_dir, None
-    if multitask_model is not None and {"tflite", "onnx"} & set(formats):
-        staging = out / f".tmp-main-head-{os.getpid()}"
-        if staging.exists():
-            shutil.rmtree(staging)
-        sm.build_archive(model, [sm.SERVING_DEFAULT]).write_out(str(staging), verbose=False)
-        convert_source = staging
+    base = savedmodel_root / config.model.name
+    version = version or next_version(base)
+    if (base / str(version)).exists():
+        raise FileExistsError(f"{base / str(version)} exists: versions are immutable; pick "
+                              "another --version.")
+    stage = model_dir_lib.temporary_path(out / "export")
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    start = time.time()
     try:
-        runners, artifacts, onnx_source = _convert(
-            model, convert_source, out, formats, tflite_quant, config, timings)
+        report, staged = _export_staged(config, model, multitask_model, served, stage, version,
+                                        formats, tflite_quant, tolerances, max_parity_examples)
+        if report["passed"]:
+            final = _publish(staged, stage, out, base / str(version))
+            write_models_config(savedmodel_root, serving_base_path)
+            report["published"] = True
+            log(f"checks passed; published version {version} at {final['savedmodel']}")
+        else:
+            rejected = out / REJECTED_DIR
+            if rejected.exists():
+                shutil.rmtree(rejected)
+            os.rename(stage, rejected)
+            final = {key: rejected / path.relative_to(stage) for key, path in staged.items()}
+            report.update({"published": False, "rejected_dir": str(rejected)})
+            log(f"checks FAILED: version {version} NOT published; its artifacts are in "
+                f"{rejected} (previously published versions and files are unchanged)")
     finally:
-        if staging is not None and staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    artifacts = {"savedmodel": savedmodel_dir, **artifacts}
-    heads.update({key: [features.PROBABILITIES] for key in artifacts if key != "savedmodel"})
-
-    report = parity(
-        config, model,
-        savedmodel_dir=savedmodel_dir if "savedmodel" in formats else None,
-        max_examples=max_parity_examples, runners=runners, tolerances=tolerances,
-    )
-    signatures = list(sm.supported_signatures(model))
-    if "savedmodel" in formats and len(signatures) > 1:
-        report["signatures"] = check_signatures(config, savedmodel_dir)
-    if multitask_model is not None:
-        report["head_check"] = check_heads(config, savedmodel_dir, model, multitask_model)
-    float_tflite = artifacts.get("tflite")
-    for key, path in artifacts.items():
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+    heads = {key: [features.PROBABILITIES] for key in final}
+    heads["savedmodel"] = sm.head_names(served)
+    float_tflite = final.get("tflite")
+    for key, path in final.items():
         entry = report.setdefault(key, {})
         entry["path"] = str(path)
         entry["bytes"] = _dir_bytes(path) if path.is_dir() else path.stat().st_size
         entry["heads"] = heads[key]
         if key.startswith("tflite") and float_tflite is not None:
             entry["size_vs_tflite_float32"] = round(entry["bytes"] / float_tflite.stat().st_size, 4)
-        if key in timings:
-            entry["export_seconds"] = timings[key]
     report["savedmodel"].update({
-        "version": int(savedmodel_dir.name),
+        "version": int(version),
+        "warmup_requests": str(final["savedmodel"] / "assets.extra" / WARMUP_FILE),
+        "models_config": str(savedmodel_root / "models.config"),
+        "serving_base_path": serving_base_path,
+    })
+    report["seconds"] = round(time.time() - start, 1)
+    if not report["published"]:
+        model_dir_lib.write_json(out / REJECTED_DIR / "parity.json", report)
+    model_dir_lib.write_json(out / "parity.json", report)
+    return report
+
+
+def _export_staged(config, model, multitask_model, served, stage, version, formats,
+                   tflite_quant, tolerances, max_parity_examples):
+    """Writes every artifact under `stage` and checks it; returns `(report, {key: path})`."""
+    from serving import serving_module as sm
+
+    t0 = time.time()
+    savedmodel_dir = export_savedmodel(
+        served, stage / "savedmodel", version,
+        warmup_examples=_warmup_examples(config), model_name=config.model.name,
+    )
+    timings = {"savedmodel": round(time.time() - t0, 1)}
+    # TFLite and ONNX carry the main head: with --all-heads they are converted from a
+    # SavedModel of `model.keras` (the tensor signatures of a default export).
+    convert_source = savedmodel_dir
+    if multitask_model is not None and {"tflite", "onnx"} & set(formats):
+        convert_source = stage / "main-head"
+        sm.build_archive(model, sm.tensor_signatures(model)).write_out(
+            str(convert_source), verbose=False)
+    runners, artifacts, onnx_source = _convert(
+        model, convert_source, stage, formats, tflite_quant, config, timings)
+    if convert_source != savedmodel_dir:
+        shutil.rmtree(convert_source, ignore_errors=True)
+    artifacts = {"savedmodel": savedmodel_dir, **artifacts}
+
+    report = parity(
+        config, model,
+        savedmodel_dir=savedmodel_dir if "savedmodel" in formats else None,
+        max_examples=max_parity_examples, runners=runners, tolerances=tolerances,
+    )
+    signatures = list(sm.supported_signatures(served))
+    if "savedmodel" in formats and sm.SERVE_RAW in signatures:
+        report["signatures"] = check_signatures(config, savedmodel_dir)
+    if sm.modality_subsets(model):
+        tflite_paths = {key: path for key, path in artifacts.items() if key.startswith("tflite")}
+        report["subset_signatures"] = check_subset_signatures(
+            config, model, savedmodel_dir, tflite_paths, tolerances)
+    if multitask_model is not None:
+        report["head_check"] = check_heads(config, savedmodel_dir, model, multitask_model)
+    for key, seconds in timings.items():
+        report.setdefault(key, {})["export_seconds"] = seconds
+    report["savedmodel"].update({
         "signatures": signatures,
         "outputs": sm.output_names(served),
         "source": MULTITASK_FILE if multitask_model is not None else MODEL_FILE,
-        "warmup_requests": str(savedmodel_dir / "assets.extra" / WARMUP_FILE),
-        "models_config": str(savedmodel_root / "models.config"),
     })
     if onnx_source is not None:
         report["onnx"]["source"] = onnx_source
@@ -700,20 +846,38 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
         "model_name": config.model.name,
         "all_heads": multitask_model is not None,
         "formats": [k for k in artifacts if k in report and "passed" in report[k]],
-        "seconds": round(time.time() - start, 1),
     })
     checked = [report[k] for k in artifacts if "passed" in report[k]]
     checked += list(report.get("signatures", {}).values())
+    checked += list(report.get("subset_signatures", {}).values())
     checked += list(report.get("head_check", {}).values())
     report["passed"] = all(entry["passed"] for entry in checked)
-    write_json(out / "parity.json", report)
-    return report
+    return report, artifacts
+
+
+def _publish(staged, stage, out, version_dir):
+    """Renames the checked artifacts into place (the SavedModel version last); returns
+    `{key: final path}`."""
+    final = {}
+    for key, path in staged.items():
+        if key == "savedmodel":
+            continue
+        target = out / path.relative_to(stage)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        final[key] = target
+    version_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staged["savedmodel"], version_dir)  # fails if the version appeared meanwhile
+    final["savedmodel"] = version_dir
+    return dict(sorted(final.items(), key=lambda item: list(staged).index(item[0])))
 
 
 def _convert(model, source, out, formats, tflite_quant, config, timings):
-    """TFLite and ONNX from the SavedModel `source` (`serving_default`) of `model`; returns
+    """TFLite (`serving_default` and the `serve_<m..>_only` signatures) and ONNX
+    (`serving_default`) from the SavedModel `source` of `model`; returns
     `(runners, artifacts, onnx_source)` and adds each conversion's seconds to `timings`."""
     from serving import onnx_export
+    from serving import serving_module as sm
 
     runners, artifacts = {}, {}
     if "tflite" in formats:
@@ -726,7 +890,8 @@ def _convert(model, source, out, formats, tflite_quant, config, timings):
                 representative = representative_dataset(config)
             filename, key = TFLITE_VARIANTS[quant]
             path = export_tflite(source, out / "tflite" / filename, quant, representative,
-                                 float_layers=float_layer_names(model))
+                                 float_layers=float_layer_names(model),
+                                 signatures=sm.tensor_signatures(model))
             runners[key], artifacts[key] = tflite_runner(path), path
             timings[key] = round(time.time() - t0, 1)
     onnx_source = None
@@ -753,6 +918,10 @@ def main(argv=None):
                         help="SavedModel from DIR/multitask.keras: every task head's "
                              "<task>_probabilities and <task>_class_id beside the main outputs "
                              "(TFLite and ONNX keep the main head)")
+    parser.add_argument("--serving-base-path", default=DEFAULT_SERVING_BASE_PATH,
+                        help="the directory holding the model directories as TF Serving sees "
+                             "it, for models.config (default: %(default)s, the tensorflow/serving "
+                             "container's; 'local': this machine's absolute paths)")
     args = parser.parse_args(argv)
     formats = args.format or list(DEFAULT_FORMATS)
     if args.tflite_quant and "tflite" not in formats:
@@ -767,7 +936,9 @@ def main(argv=None):
     try:
         report = export(args.model_dir, formats, args.version, args.max_parity_examples,
                         tflite_quant=args.tflite_quant or ["float32"], tolerances=tolerances,
-                        all_heads=args.all_heads)
+                        all_heads=args.all_heads,
+                        serving_base_path=None if args.serving_base_path == "local"
+                        else args.serving_base_path)
     except OnnxExportError as e:
         print(f"[export] ONNX export FAILED: {e}", file=sys.stderr)
         return 1
@@ -785,6 +956,11 @@ def main(argv=None):
     for name, r in report.get("signatures", {}).items():
         print(f"[export] signature {name}: max|diff| vs serving_default="
               f"{r['max_abs_diff_vs_serving_default']:.2e} {'OK' if r['passed'] else 'FAILED'}")
+    for name, r in report.get("subset_signatures", {}).items():
+        diffs = " ".join(f"{k}={v:.2e}" for k, v in r["max_abs_diff"].items())
+        print(f"[export] signature {name}: max|diff| vs serving_default with "
+              f"{', '.join(m for m in r['modalities'])} present, the rest missing: {diffs} "
+              f"{'OK' if r['passed'] else 'FAILED'}")
     for head, r in report.get("head_check", {}).items():
         print(f"[export] head {head} ({', '.join(r['outputs'])}): max|diff| vs {r['reference']}="
               f"{r['max_abs_diff']:.2e} {'OK' if r['passed'] else 'FAILED'}")
@@ -792,7 +968,8 @@ def main(argv=None):
         print("[export] heads: " + "; ".join(
             f"{key} {', '.join(report[key]['heads'])}" for key in report["formats"]))
     if not report["passed"]:
-        print("[export] parity FAILED; see parity.json", file=sys.stderr)
+        print(f"[export] checks FAILED; nothing published (artifacts in "
+              f"{report.get('rejected_dir')}); see parity.json", file=sys.stderr)
         return 1
     return 0
 
