@@ -2,28 +2,41 @@
 
     python -m serving.export --model-dir DIR [--format savedmodel --format tflite --format onnx]
         [--tflite-quant float32 --tflite-quant float16 --tflite-quant dynamic --tflite-quant int8]
-        [--all-heads]
+        [--all-heads] [--serving-base-path /models] [--tolerance FORMAT.FIELD=VALUE ...]
 
 (default: `--format savedmodel --format tflite --tflite-quant float32`) writes
 
     DIR/export/savedmodel/models.config              model_config_list for tensorflow_model_server
     DIR/export/savedmodel/<model_name>/<version>/    saved_model.pb, variables/, and
         assets.extra/tf_serving_warmup_requests      PredictionLogs of real test examples
-    DIR/export/tflite/model.tflite                   float32      } builtin ops only, signature
-    DIR/export/tflite/model_f16.tflite               float16      } `serving_default`; inputs
-    DIR/export/tflite/model_dynamic.tflite           dynamic range} and outputs stay float32
-    DIR/export/tflite/model_int8.tflite              int8         } (see below)
+    DIR/export/tflite/model.tflite                   float32      } builtin ops only, signatures
+    DIR/export/tflite/model_f16.tflite               float16      } `serving_default` and
+    DIR/export/tflite/model_dynamic.tflite           dynamic range} `serve_<m..>_only`; inputs
+    DIR/export/tflite/model_int8.tflite              int8         } and outputs stay float32
     DIR/export/onnx/model.onnx                       opset 17 (tf2onnx, see serving/onnx_export.py)
-    DIR/export/parity.json                           every format vs Keras on the test split
+    DIR/export/parity.json                           every check, and whether it was published
 
-and exits with status 1 when any format misses its tolerance (or an export fails). Each
-version directory, warm-up file included, is written to a temporary directory first and renamed,
-so TF Serving never sees half a version; a failure removes the temporary directory.
+Verify before publishing: every artifact is written into `DIR/export/.tmp-<pid>-export/` and
+checked there; only when every check passes are the TFLite and ONNX files renamed into place
+and then the SavedModel version (last, so TF Serving sees a version only with everything it
+came with), and `models.config` written. When a check fails, nothing is published: the staged
+artifacts become `DIR/export/rejected/` (replacing the previous rejected export), the log and
+`parity.json` say so (`"published": false`, `"rejected_dir"`), and the command exits 1. An error
+during the export removes the staging directory. `.tmp-*` entries left by killed exports
+(their pid no longer running) are removed at the start, each named in the log.
 
-The SavedModel has three signatures (`serving_default`, `serve_raw`, `serve_examples`: see
-`serving/serving_module.py`); `serve_raw` and `serve_examples` are checked to give the
-probabilities of `serving_default` (within 1e-5) on real test files, one with audio and one with
-the image marked missing.
+`models.config` names each model's `base_path` as the server will see it: by default
+`/models/<model_name>`, the `tensorflow/serving` container's convention (the export may run on
+another machine than the server, where this machine's path means nothing); `--serving-base-path
+DIR` writes `DIR/<model_name>`, `--serving-base-path local` this machine's absolute paths.
+
+The SavedModel's signatures (`serving_default`, `serve_raw`, `serve_examples`, one
+`serve_<m..>_only` per subset of modalities: see `serving/serving_module.py`) are checked:
+`serve_raw` and `serve_examples` give the probabilities of `serving_default` (within 1e-5) on
+real test files, one with audio and one with the image marked missing (empty bytes, flag 0);
+each `serve_<m..>_only` gives those of `serving_default` with the other modalities zeroed and
+flagged 0, in the SavedModel (1e-5) and in each TFLite file (float32 1e-4, quantized within the
+format's `max_abs_diff`: int8 calibrates each signature on its own inputs).
 
 `--all-heads` (a model trained with `model.tasks`): the SavedModel is exported from
 `DIR/multitask.keras` (every head) instead of `DIR/model.keras` (the main head), so every
@@ -59,8 +72,8 @@ max |probability difference| to Keras, top-1 agreement with Keras, accuracy, siz
   quantization into every client), so the same code calls every variant.
 
 Serve the SavedModel with TF Serving (warm-up runs at load time):
-    tensorflow_model_server --rest_api_port=8501 --port=8500 \
-        --model_config_file=$PWD/DIR/export/savedmodel/models.config
+    docker run -p 8501:8501 -p 8500:8500 -v $PWD/DIR/export/savedmodel:/models \
+        tensorflow/serving --model_config_file=/models/models.config
 """
 
 import argparse
