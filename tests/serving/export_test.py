@@ -319,7 +319,7 @@ def test_tf2onnx_failures_raise(loaded, tmp_path):
 def test_crash_mid_export_leaves_no_version(tmp_path, monkeypatch):
     import keras
 
-    from serving import export
+    from serving import savedmodel_export
 
     image = keras.Input((28, 28, 1), name="image")
     flag = keras.Input((), name="image_present")
@@ -331,10 +331,10 @@ def test_crash_mid_export_leaves_no_version(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(export, "write_warmup", boom)
+    monkeypatch.setattr(savedmodel_export, "write_warmup", boom)
     x = {"image": np.zeros((1, 28, 28, 1), np.float32), "image_present": np.ones(1, np.float32)}
     with pytest.raises(RuntimeError, match="disk full"):
-        export.export_savedmodel(model, base, warmup_examples=x, model_name="tiny")
+        savedmodel_export.export_savedmodel(model, base, warmup_examples=x, model_name="tiny")
     assert list(base.iterdir()) == []  # no version directory, no temporary directory
 
 

@@ -83,7 +83,8 @@ def _flagged_model(modalities=("audio", "image")):
         flag = keras.layers.Reshape((1,))(inputs[f"{m}_present"])
         parts += [keras.layers.Flatten()(inputs[m]), flag]
     hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()(parts))
-    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probabilities")(hidden))
+    probabilities = keras.layers.Dense(3, activation="softmax", name="probabilities")(hidden)
+    return keras.Model(inputs, probabilities)
 
 
 def test_subset_signature_names_follow_the_documented_rule():
