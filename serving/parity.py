@@ -39,11 +39,8 @@ TOLERANCES = {
     "tflite_dynamic": Tolerance(0.25, 0.98, 0.005),
     "tflite_int8": Tolerance(0.25, 0.97, 0.01),
 }
-
-
+# Kept for callers of the first version of the export module.
 TOLERANCE = {name: t.max_abs_diff for name, t in TOLERANCES.items()}
-
-
 MIN_TOP1_AGREEMENT = TOLERANCES["savedmodel"].min_top1_agreement
 
 

@@ -13,6 +13,8 @@ import numpy as np
 from mmkeras import model_dir as model_dir_lib
 
 WARMUP_FILE = "tf_serving_warmup_requests"
+# Where TF Serving finds the models in `models.config`: the `tensorflow/serving` container's
+# convention (`-v .../savedmodel/<name>:/models/<name>`); `--serving-base-path` changes it.
 DEFAULT_SERVING_BASE_PATH = "/models"
 
 

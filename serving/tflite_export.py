@@ -10,6 +10,7 @@ from serving import examples
 
 TFLITE_QUANT = ("float32", "float16", "dynamic", "int8")
 
+# quantization -> (file name, parity.json key)
 TFLITE_VARIANTS = {
     "float32": ("model.tflite", "tflite"),
     "float16": ("model_f16.tflite", "tflite_f16"),
