@@ -338,12 +338,13 @@ def test_crash_mid_export_leaves_no_version(tmp_path, monkeypatch):
     assert list(base.iterdir()) == []  # no version directory, no temporary directory
 
 
-def test_local_server_serves_examples_over_rest_and_default_over_grpc(loaded, model_dir,
-                                                                      test_rows, tmp_path):
+def test_local_server_serves_examples_default_and_subset_signatures(loaded, model_dir, test_rows,
+                                                                   tmp_path):
     from benchmarks.serving import start_server
     from benchmarks.serving import stop_server
     from serving.client import GrpcClient
     from serving.client import RestClient
+    from serving.parity import subset_reference_inputs
 
     config, model, _ = loaded
     columns, x = test_rows
@@ -358,7 +359,15 @@ def test_local_server_serves_examples_over_rest_and_default_over_grpc(loaded, mo
         np.testing.assert_array_equal(out["class_id"], expected.argmax(-1))
         with GrpcClient("localhost", grpc_port, config.model.name) as grpc_client:
             out = grpc_client.predict(x)
-        np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+            np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+            # A client without audio calls the image-only signature with the image alone.
+            image_only = grpc_client.predict({"image": x["image"]},
+                                             signature_name="serve_image_only")
+        no_audio = _keras(model, subset_reference_inputs(x, ["image"]))
+        np.testing.assert_allclose(image_only["probabilities"], no_audio, atol=1e-5)
+        out = rest.predict({"audio": x["audio"]}, signature_name="serve_audio_only")
+        no_image = _keras(model, subset_reference_inputs(x, ["audio"]))
+        np.testing.assert_allclose(out["probabilities"], no_image, atol=1e-5)
     finally:
         stop_server(process)
 
