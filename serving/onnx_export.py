@@ -31,6 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras import model_dir as model_dir_lib
+
 OPSET = 17
 _PROBLEM = re.compile(r" - ERROR - |Unsupported ops|is not supported|make_sure failure")
 
@@ -116,14 +118,11 @@ def convert(savedmodel_dir, output_path, signature="serving_default", opset=OPSE
     Writes `output_path` atomically (temporary file, then rename) and only when tf2onnx
     exited 0 without reporting a problem. Returns the tf2onnx log (stdout + stderr).
     """
-    output_path = pathlib.Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(f".tmp-{os.getpid()}-{output_path.name}")
-    cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(savedmodel_dir),
-           "--tag", "serve", "--signature_def", signature, "--opset", str(opset),
-           "--output", str(tmp), *extra_args]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    try:
+    with model_dir_lib.atomic_file(output_path) as tmp:
+        cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(savedmodel_dir),
+               "--tag", "serve", "--signature_def", signature, "--opset", str(opset),
+               "--output", str(tmp), *extra_args]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         log = result.stdout + result.stderr
         problems = tf2onnx_problems(log)
@@ -133,11 +132,7 @@ def convert(savedmodel_dir, output_path, signature="serving_default", opset=OPSE
                 f"tf2onnx failed on {savedmodel_dir} (signature {signature}, opset {opset}, "
                 f"exit {result.returncode}):\n  " + "\n  ".join(shown)
             )
-        os.replace(tmp, output_path)
-        return log
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    return log
 
 
 def export_onnx(model, savedmodel_dir, output_path, opset=OPSET):

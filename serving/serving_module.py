@@ -21,16 +21,32 @@ head under its task's name (`audio_digit`, `parity`, ...); `head_names` lists th
 |                  | WAV), `<m>_present` f32 [B] (0: the bytes are ignored, may be empty)  |
 | `serve_examples` | `examples` string [B]: serialized `tf.train.Example`s in the schema   |
 |                  | of `mmkeras.data.example_schema`                                      |
+| `serve_<m..>_only`| the data inputs of those modalities only (`serve_image_only`: `image`);|
+|                  | every other modality is set missing inside the graph: zeros (`""` for |
+|                  | strings) and `<m>_present` = 0; the given modalities' flags are 1     |
+
+Missing modality is part of the contract: a client that lacks a modality calls the signature
+of the modalities it has. One `serve_<m1>_<m2>_only` signature (modalities in sorted order,
+joined by `_`) per non-empty proper subset of the model's modalities when it has 2 to
+`MAX_SUBSET_MODALITIES` (4) of them (2**n - 2 signatures: 2 for image+audio, 14 for 4
+modalities); a model with more modalities gets the single-modality ones only
+(`serve_<m>_only`), and a client with another combination calls `serving_default` with zeros
+and `<m>_present` = 0. `serve_raw` takes `<m>_present` = 0 with empty bytes (`b""`, not
+decoded), and `serve_examples` takes Examples that leave a modality's features out.
 
 (each signature has the inputs of the modalities the model takes). `serving_default` is also
-what TF Serving uses when a request names no signature, and the only one converted to TFLite
-and ONNX (the others need string ops); `serving.export` converts those from an archive of the
-main head alone, so they carry `probabilities` and `class_id` only. The decoders are `mmkeras.data.example_schema`'s, which
+what TF Serving uses when a request names no signature. TFLite carries it and the
+`serve_<m..>_only` signatures (`tensor_signatures`; `serve_raw` and `serve_examples` need string
+ops), ONNX `serving_default` alone; `serving.export` converts those from an archive of the main
+head alone, so they carry `probabilities` and `class_id` only. The decoders are `mmkeras.data.example_schema`'s, which
 reproduce the training pipeline's decoding exactly with core TensorFlow ops only; WAVs must be
 at the model's sampling rate (no in-graph resampling). `serve_raw` and `serve_examples` exist
 for models whose modalities all have an encoded form in the schema (image, audio); other
-models (text, video, tabular, ...) get `serving_default` only (`supported_signatures`).
+models (text, video, tabular, ...) get `serving_default` and the `serve_<m..>_only` ones
+(`supported_signatures`).
 """
+
+import itertools
 
 import keras
 import tensorflow as tf
@@ -42,6 +58,14 @@ SERVING_DEFAULT = "serving_default"
 SERVE_RAW = "serve_raw"
 SERVE_EXAMPLES = "serve_examples"
 SIGNATURES = (SERVING_DEFAULT, SERVE_RAW, SERVE_EXAMPLES)
+# Up to this many modalities, every non-empty proper subset gets a `serve_<...>_only`
+# signature (2**n - 2 of them: 14 for 4 modalities); beyond it, only single-modality ones.
+MAX_SUBSET_MODALITIES = 4
+
+
+def subset_signature_name(modalities):
+    """`serve_<m1>_<m2>_only` for the given modalities, in sorted order."""
+    return "serve_" + "_".join(sorted(modalities)) + "_only"
 
 
 def input_specs(model):
@@ -79,12 +103,70 @@ def examples_input_specs():
     return {name: tf.TensorSpec([None], tf.string, name=name)}
 
 
+def modality_subsets(model):
+    """`{signature name: sorted modalities}` of the missing-modality signatures of `model`.
+
+    One per non-empty proper subset of the model's modalities when it has 2 to
+    `MAX_SUBSET_MODALITIES` of them, one per single modality when it has more, none for a
+    single-modality model. A modality can be left out only when its input has a fully known
+    shape (its zeros are built inside the graph); subsets that would leave out another are
+    skipped.
+    """
+    specs = input_specs(model)
+    modalities = sorted(modality_shapes(model))
+    if len(modalities) < 2:
+        return {}
+    sizes = range(1, len(modalities)) if len(modalities) <= MAX_SUBSET_MODALITIES else (1,)
+    subsets = {}
+    for size in sizes:
+        for subset in itertools.combinations(modalities, size):
+            left_out = [m for m in modalities if m not in subset]
+            if all(specs[m].shape[1:].is_fully_defined() for m in left_out):
+                subsets[subset_signature_name(subset)] = list(subset)
+    return subsets
+
+
 def supported_signatures(model):
     """The signatures `build_archive` can make for `model` (see the module docstring)."""
     shapes = modality_shapes(model)
+    subsets = tuple(modality_subsets(model))
     if shapes and set(shapes) <= set(example_schema.ENCODED_MODALITIES):
-        return SIGNATURES
-    return (SERVING_DEFAULT,)
+        return SIGNATURES + subsets
+    return (SERVING_DEFAULT,) + subsets
+
+
+def tensor_signatures(model):
+    """The signatures that take tensors only (no string decoding): `serving_default` and the
+    `serve_<...>_only` ones; what TFLite and the parity checks run."""
+    return (SERVING_DEFAULT,) + tuple(modality_subsets(model))
+
+
+def complete_inputs(inputs, specs, modalities):
+    """`inputs` of the modalities given, plus zeros and a 0 presence flag for every other one.
+
+    Args:
+        inputs: `{name: tensor}` holding the data inputs (and optionally flags) of `modalities`.
+        specs: `input_specs(model)`: every input of the model.
+        modalities: the modalities present in `inputs`; their flags default to 1.
+    """
+    first = inputs[sorted(modalities)[0]]
+    batch = tf.shape(first)[0]
+    result = {}
+    for name, spec in specs.items():
+        if name in inputs:
+            result[name] = inputs[name]
+            continue
+        if name.endswith(features.PRESENT_SUFFIX):
+            modality = name[:-len(features.PRESENT_SUFFIX)]
+            value = 1.0 if modality in modalities else 0.0
+            result[name] = tf.fill(tf.reshape(batch, [1]), tf.constant(value, spec.dtype))
+            continue
+        shape = tf.concat([[batch], tf.constant(spec.shape[1:].as_list(), tf.int32)], 0)
+        if spec.dtype == tf.string:
+            result[name] = tf.fill(shape, tf.constant("", tf.string))
+        else:
+            result[name] = tf.zeros(shape, spec.dtype)
+    return result
 
 
 def head_names(model):
@@ -153,15 +235,21 @@ def build_archive(model, signatures=None):
     def serve_examples(inputs):
         return serve(example_schema.parse_examples(inputs[example_schema.SERIALIZED], shapes))
 
+    specs = input_specs(model)
     endpoints = {
-        SERVING_DEFAULT: (serve, input_specs(model)),
+        SERVING_DEFAULT: (serve, specs),
         SERVE_RAW: (serve_raw, raw_input_specs(model)),
         SERVE_EXAMPLES: (serve_examples, examples_input_specs()),
     }
+    for name, subset in modality_subsets(model).items():
+        def serve_subset(inputs, subset=subset):
+            return serve(complete_inputs(inputs, specs, subset))
+
+        endpoints[name] = (serve_subset, {m: specs[m] for m in subset})
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name in SIGNATURES:
+    for name in endpoints:
         if name in signatures:
-            fn, specs = endpoints[name]
-            archive.add_endpoint(name, fn, input_signature=[specs])
+            fn, fn_specs = endpoints[name]
+            archive.add_endpoint(name, fn, input_signature=[fn_specs])
     return archive

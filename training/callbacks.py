@@ -9,6 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras import model_dir as model_dir_lib
+
 
 class BestModelCheckpoint(keras.callbacks.Callback):
     """Saves the model when `monitor` improves, atomically (temp file, then rename).
@@ -33,12 +35,10 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             return
         self.best = float(value)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".tmp-{os.getpid()}-{self.path.name}")
-        self.model.save(tmp)
-        os.replace(tmp, self.path)
-        state_tmp = self.state_path.with_name(f".tmp-{self.state_path.name}")
-        state_tmp.write_text(json.dumps({"monitor": self.monitor, "value": self.best, "epoch": epoch + 1}))
-        os.replace(state_tmp, self.state_path)
+        with model_dir_lib.atomic_file(self.path) as tmp:
+            self.model.save(tmp)
+        write_json_atomic(
+            self.state_path, {"monitor": self.monitor, "value": self.best, "epoch": epoch + 1})
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -67,9 +67,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         self.backup_path.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{self._current_epoch:05d}.weights.h5"
-        tmp = self.backup_path / f".tmp-{os.getpid()}-{name}"
-        self.model.save_weights(str(tmp), overwrite=True)
-        os.replace(tmp, self.backup_path / name)
+        with model_dir_lib.atomic_file(self.backup_path / name) as tmp:
+            self.model.save_weights(str(tmp), overwrite=True)
         write_json_atomic(
             self.backup_path / self.METADATA, {"epoch": self._current_epoch, "weights": name}
         )
@@ -98,13 +97,7 @@ def _read_json(path):
 
 def write_json_atomic(path, payload):
     """Writes JSON to a temp file beside `path`, flushes it to disk, then renames it."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "w") as f:
-        json.dump(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    model_dir_lib.write_json(path, payload, indent=None)
 
 
 class HParamsLogger(keras.callbacks.Callback):

@@ -164,9 +164,9 @@ def evaluate(model_dir, robustness=False, split="test", max_examples=None, level
     import json
 
     from mmkeras.explain import robustness as rob
-    from serving.export import load_model_dir
+    from mmkeras.model_dir import load_model_dir
     from training.report import classification_metrics
-    from training.report import write_json
+    from mmkeras.model_dir import write_json
 
     model_dir = pathlib.Path(model_dir)
     start = time.time()

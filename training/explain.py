@@ -156,9 +156,9 @@ def explain(model_dir, index, out=None, split="test", target="predicted", steps=
     from mmkeras.explain import presence_ablation
     from mmkeras.explain.attribution import present_modalities
     from mmkeras.explain.robustness import modalities_of
-    from serving.export import load_model_dir
+    from mmkeras.model_dir import load_model_dir
     from training.evaluate import load_examples
-    from training.report import write_json
+    from mmkeras.model_dir import write_json
 
     model_dir = pathlib.Path(model_dir)
     out = pathlib.Path(out) if out else model_dir / "explain" / f"{split}-{index}"

@@ -1,11 +1,12 @@
 """Evaluation figures and plots: accuracy, per-class accuracy, confusion matrix, curves."""
 
 import csv
-import json
 import os
 import pathlib
 
 import numpy as np
+
+from mmkeras import model_dir as model_dir_lib
 
 
 def classification_metrics(probabilities, labels, num_classes):
@@ -29,22 +30,7 @@ def classification_metrics(probabilities, labels, num_classes):
     }
 
 
-def write_json(path, payload):
-    """Writes JSON atomically."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_jsonable))
-    os.replace(tmp, path)
-
-
-def _jsonable(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+write_json = model_dir_lib.write_json  # kept here for the callers of `training.report`
 
 
 def _history_rows(csv_path):
@@ -106,22 +92,20 @@ def truncate_history(csv_path, epochs_done):
         return
     at = header.index("epoch") if "epoch" in header else None
     kept = [r for r in rows if at is not None and int(float(r[at])) < epochs_done]
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with model_dir_lib.atomic_file(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(kept)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _save_figure(fig, path):
     """`fig.savefig` to a temp file, then rename: a kill never leaves a half-written image."""
     path = pathlib.Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
-    os.replace(tmp, path)
+    with model_dir_lib.atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
 
 
 def plot_learning_curves(history, path, title=""):

@@ -27,7 +27,6 @@ strategy), and the custom loop of `training/custom_loop.py` under MultiWorkerMir
 import dataclasses
 import json
 import logging
-import os
 import pathlib
 import shutil
 import time
@@ -38,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras import features
+from mmkeras import model_dir as model_dir_lib
 from mmkeras.configs import ConfigError
 from mmkeras.configs import save_config
 from mmkeras.configs import to_dict
@@ -322,9 +322,8 @@ def fit(config, model_dir, strategy, data):
 
 
 def _save_atomic(model, path):
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with model_dir_lib.atomic_file(path) as tmp:
+        model.save(tmp)
 
 
 def save_model_of_record(model_dir, model):

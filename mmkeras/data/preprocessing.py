@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras import features
+from mmkeras import model_dir as model_dir_lib
 from mmkeras.data import text as text_lib
 
 TABULAR_FILE = "tabular.json"
@@ -71,9 +72,7 @@ class Preprocessing:
             text_lib.save_vocabulary(self.vectorizer, directory)
         if self.tabular is not None:
             path = directory / TABULAR_FILE
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(json.dumps(self.tabular, indent=1) + "\n")
-            tmp.replace(path)
+            model_dir_lib.write_text(path, json.dumps(self.tabular, indent=1) + "\n")
 
     @classmethod
     def load(cls, directory, data_config, modalities):

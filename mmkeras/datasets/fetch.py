@@ -18,6 +18,8 @@ import tarfile
 import tempfile
 import zipfile
 
+from mmkeras import model_dir as model_dir_lib
+
 
 class DatasetError(RuntimeError):
     """A dataset could not be fetched, verified or built."""
@@ -64,14 +66,8 @@ def _command_error(summary, cmd, proc):
 def _place(src, dest):
     """Copy `src` to `dest` atomically (temporary file beside `dest`, then rename)."""
     dest = pathlib.Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
+    with model_dir_lib.atomic_file(dest) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dest
 
 

@@ -1,15 +1,21 @@
 """Export of a tiny trained model directory in every format, and every artifact used for real.
 
-One tiny early-fusion model (1 epoch on the small AV-MNIST slice, trained in-process with the
+One tiny early-fusion model (10 epochs on the small AV-MNIST slice, trained in-process with the
 trainer) is exported once with the CLI in every format (`SavedModel`, the four TFLite variants,
 ONNX); the tests then reload each artifact the way its users do: SavedModel signatures by name,
 TFLite through LiteRT signature runners, ONNX in onnxruntime, the warm-up file as
 `PredictionLog`s, `models.config` as a `ModelServerConfig`, and the SavedModel behind the local
 server over REST (`serve_examples`, base64 Examples) and gRPC (`serving_default`).
 
-The tiny model is barely trained, so its quantized variants are not held to the accuracy
-tolerances (the CLI gets relaxed `--tolerance`s); float formats and signatures are held to the
-real ones.
+Float formats and signatures are held to the default tolerances. The quantized variants are
+held to `QUANT_BOUNDS` (passed to the CLI as `--tolerance`s and asserted on `parity.json`): the
+slice's 40 test examples make one changed decision 0.025, and the bounds leave 1-4 such steps
+of margin below what was measured on this model (float16 and dynamic range: agreement 1.0,
+accuracy unchanged; int8: agreement 0.975, accuracy unchanged). The 10 epochs (learning rate
+0.003) are what makes the bounds meaningful: after 1 epoch the model's probabilities were nearly
+tied, and int8 agreed on only 0.825 of the decisions. The defaults of `serving.export`
+(`TOLERANCES`) are for real models (thousands of test examples) and are checked by the export
+command in the README.
 """
 
 import json
@@ -26,7 +32,6 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.large
 
 TINY = [
-    "trainer.epochs=1",
     "trainer.verbose=0",
     "data.batch_size=16",
     "runtime.distribution=default",
@@ -36,12 +41,16 @@ TINY = [
     "model.image_encoder.embedding_dim=16",
     "model.audio_encoder.embedding_dim=16",
     "model.head_units=[16]",
+    "trainer.learning_rate=0.003",
 ]
-RELAXED = [
+TINY_EPOCHS = 10
+# Quantized TFLite vs Keras on the slice's test split: (min top-1 agreement, max accuracy drop).
+QUANT_BOUNDS = {"tflite_f16": (0.975, 0.025), "tflite_dynamic": (0.95, 0.05),
+                "tflite_int8": (0.90, 0.075)}
+BOUND_TOLERANCES = [
     f"{fmt}.{field}={value}"
-    for fmt in ("tflite_f16", "tflite_dynamic", "tflite_int8")
-    for field, value in (("min_top1_agreement", 0), ("max_accuracy_drop", "none"),
-                         ("max_abs_diff", "none"))
+    for fmt, (agreement, drop) in QUANT_BOUNDS.items()
+    for field, value in (("min_top1_agreement", agreement), ("max_accuracy_drop", drop))
 ]
 VARIANTS = {"tflite": "model.tflite", "tflite_f16": "model_f16.tflite",
             "tflite_dynamic": "model_dynamic.tflite", "tflite_int8": "model_int8.tflite"}
@@ -78,12 +87,12 @@ def model_dir(avmnist_small, tmp_path_factory):
 
     directory = tmp_path_factory.mktemp("export") / "tiny"
     config = load_config(REPO / "training/configs/avmnist/early_fusion.yaml",
-                         TINY + [f"data.data_dir={avmnist_small}"])
+                         TINY + [f"trainer.epochs={TINY_EPOCHS}", f"data.data_dir={avmnist_small}"])
     train(config, directory)
     cmd = [sys.executable, "-m", "serving.export", "--model-dir", str(directory),
            "--format", "savedmodel", "--format", "tflite", "--format", "onnx"]
     cmd += [x for q in ("float32", "float16", "dynamic", "int8") for x in ("--tflite-quant", q)]
-    cmd += [x for t in RELAXED for x in ("--tolerance", t)]
+    cmd += [x for t in BOUND_TOLERANCES for x in ("--tolerance", t)]
     result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return directory
@@ -115,6 +124,8 @@ def _keras(model, x):
 
 
 def test_parity_report_covers_every_format(loaded, model_dir):
+    from serving import export
+
     _, _, parity = loaded
     assert parity["passed"]
     assert parity["savedmodel"]["max_abs_diff"] <= 1e-5
@@ -129,10 +140,27 @@ def test_parity_report_covers_every_format(loaded, model_dir):
     for name in ("serve_raw", "serve_examples"):
         assert parity["signatures"][name]["passed"]
         assert parity["signatures"][name]["max_abs_diff_vs_serving_default"] <= 1e-5
+    assert parity["examples"] >= 40
+    for key, (agreement, drop) in QUANT_BOUNDS.items():
+        entry = parity[key]
+        assert entry["top1_agreement"] >= agreement, (key, entry)
+        assert entry["accuracy_drop"] <= drop + 1e-9, (key, entry)
+        assert entry["max_abs_diff"] <= export.TOLERANCES[key].max_abs_diff, (key, entry)
+        assert entry["passed"]
+    assert parity["published"] and "rejected_dir" not in parity
+    assert not (model_dir / "export" / "rejected").exists()
+    for name in ("serve_audio_only", "serve_image_only"):
+        entry = parity["subset_signatures"][name]
+        assert entry["passed"] and entry["modalities"] == [name.split("_")[1]]
+        assert entry["max_abs_diff"]["savedmodel"] <= 1e-5
+        assert entry["max_abs_diff"]["tflite"] <= 1e-4
+        assert set(entry["max_abs_diff"]) == {"savedmodel", *VARIANTS}
     f32 = parity["tflite"]["bytes"]
     assert parity["tflite_f16"]["bytes"] < 0.6 * f32
     assert parity["tflite_dynamic"]["bytes"] < 0.4 * f32
-    assert parity["tflite_int8"]["bytes"] < 0.4 * f32
+    # 0.33x with serving_default alone; each serve_<m>_only subgraph adds its own quantization
+    # parameters (this tiny model: 153,784 -> 204,720 bytes int8, 465,400 -> 508,576 float32).
+    assert parity["tflite_int8"]["bytes"] < 0.45 * f32
     assert not [p for p in (model_dir / "export").rglob(".tmp*")]
 
 
@@ -144,7 +172,8 @@ def test_every_signature_reloads_and_agrees(loaded, model_dir, test_rows):
     config, model, parity = loaded
     columns, x = test_rows
     signatures = tf.saved_model.load(parity["savedmodel"]["path"]).signatures
-    assert set(signatures) == {"serving_default", "serve_raw", "serve_examples"}
+    assert set(signatures) == {"serving_default", "serve_raw", "serve_examples",
+                               "serve_audio_only", "serve_image_only"}
     expected = _keras(model, x)
 
     default = signatures["serving_default"](**{k: tf.constant(v) for k, v in x.items()})
@@ -158,6 +187,13 @@ def test_every_signature_reloads_and_agrees(loaded, model_dir, test_rows):
     )
     np.testing.assert_allclose(raw["probabilities"].numpy(), expected, atol=1e-5)
     np.testing.assert_array_equal(raw["class_id"].numpy(), expected.argmax(-1))
+    # A missing audio as the server sends it: empty bytes, flag 0 (never decoded).
+    no_audio = signatures["serve_raw"](
+        image_bytes=tf.constant([open(columns["image"][0], "rb").read()]),
+        audio_bytes=tf.constant([b""]), image_present=tf.ones([1]), audio_present=tf.zeros([1]))
+    image_only = signatures["serve_image_only"](image=tf.constant(x["image"][:1]))
+    np.testing.assert_allclose(no_audio["probabilities"].numpy(),
+                               image_only["probabilities"].numpy(), atol=1e-5)
 
     examples = [example_schema.to_example(image=i, audio=a, label=int(y)).SerializeToString()
                 for i, a, y in zip(columns["image"], columns["audio"], columns["label"])]
@@ -183,8 +219,17 @@ def test_every_tflite_variant_runs_by_signature(loaded, model_dir, test_rows):
         signature = interpreter.get_signature_list()["serving_default"]
         assert set(signature["inputs"]) == INPUTS
         assert set(signature["outputs"]) == {"class_id", "probabilities"}
+        assert set(interpreter.get_signature_list()) == {
+            "serving_default", "serve_audio_only", "serve_image_only"}
+        assert set(interpreter.get_signature_list()["serve_image_only"]["inputs"]) == {"image"}
         runner = interpreter.get_signature_runner("serving_default")
         out = runner(**x)
+        subset = interpreter.get_signature_runner("serve_image_only")(image=x["image"])
+        zeroed = runner(**dict(x, audio=np.zeros_like(x["audio"]),
+                               audio_present=np.zeros_like(x["audio_present"]),
+                               image_present=np.ones_like(x["image_present"])))
+        tolerance = 1e-6 if key != "tflite_int8" else 0.25  # int8 calibrates each signature
+        np.testing.assert_allclose(subset["probabilities"], zeroed["probabilities"], atol=tolerance)
         probs = out["probabilities"]
         assert probs.shape == expected.shape and probs.dtype == np.float32
         np.testing.assert_allclose(probs.sum(-1), 1.0, atol=0.02)
@@ -236,6 +281,8 @@ def test_warmup_requests_parse_and_are_valid(loaded):
 
 def test_models_config_parses(loaded, model_dir):
     from google.protobuf import text_format
+
+    from serving import export
     from tensorflow_serving.config import model_server_config_pb2
 
     config = loaded[0]
@@ -244,8 +291,16 @@ def test_models_config_parses(loaded, model_dir):
     (entry,) = parsed.model_config_list.config
     assert entry.name == config.model.name
     assert entry.model_platform == "tensorflow"
-    assert os.path.isabs(entry.base_path)
-    assert os.path.isfile(os.path.join(entry.base_path, "1", "saved_model.pb"))
+    # The tensorflow/serving container's path by default ...
+    assert entry.base_path == f"/models/{config.model.name}"
+    # ... or this machine's, or any other the server sees.
+    root = model_dir / "export" / "savedmodel"
+    for base, expected in ((None, str(root.resolve() / config.model.name)),
+                           ("/srv/tf/", f"/srv/tf/{config.model.name}")):
+        parsed = text_format.Parse(export.models_config_text(root, base),
+                                   model_server_config_pb2.ModelServerConfig())
+        assert parsed.model_config_list.config[0].base_path == expected
+    assert os.path.isfile(os.path.join(root / config.model.name, "1", "saved_model.pb"))
 
 
 def test_tf2onnx_failures_raise(loaded, tmp_path):
@@ -264,7 +319,7 @@ def test_tf2onnx_failures_raise(loaded, tmp_path):
 def test_crash_mid_export_leaves_no_version(tmp_path, monkeypatch):
     import keras
 
-    from serving import export
+    from serving import savedmodel_export
 
     image = keras.Input((28, 28, 1), name="image")
     flag = keras.Input((), name="image_present")
@@ -276,19 +331,20 @@ def test_crash_mid_export_leaves_no_version(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(export, "write_warmup", boom)
+    monkeypatch.setattr(savedmodel_export, "write_warmup", boom)
     x = {"image": np.zeros((1, 28, 28, 1), np.float32), "image_present": np.ones(1, np.float32)}
     with pytest.raises(RuntimeError, match="disk full"):
-        export.export_savedmodel(model, base, warmup_examples=x, model_name="tiny")
+        savedmodel_export.export_savedmodel(model, base, warmup_examples=x, model_name="tiny")
     assert list(base.iterdir()) == []  # no version directory, no temporary directory
 
 
-def test_local_server_serves_examples_over_rest_and_default_over_grpc(loaded, model_dir,
-                                                                      test_rows, tmp_path):
+def test_local_server_serves_examples_default_and_subset_signatures(loaded, model_dir, test_rows,
+                                                                   tmp_path):
     from benchmarks.serving import start_server
     from benchmarks.serving import stop_server
     from serving.client import GrpcClient
     from serving.client import RestClient
+    from serving.parity import subset_reference_inputs
 
     config, model, _ = loaded
     columns, x = test_rows
@@ -303,7 +359,15 @@ def test_local_server_serves_examples_over_rest_and_default_over_grpc(loaded, mo
         np.testing.assert_array_equal(out["class_id"], expected.argmax(-1))
         with GrpcClient("localhost", grpc_port, config.model.name) as grpc_client:
             out = grpc_client.predict(x)
-        np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+            np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+            # A client without audio calls the image-only signature with the image alone.
+            image_only = grpc_client.predict({"image": x["image"]},
+                                             signature_name="serve_image_only")
+        no_audio = _keras(model, subset_reference_inputs(x, ["image"]))
+        np.testing.assert_allclose(image_only["probabilities"], no_audio, atol=1e-5)
+        out = rest.predict({"audio": x["audio"]}, signature_name="serve_audio_only")
+        no_image = _keras(model, subset_reference_inputs(x, ["audio"]))
+        np.testing.assert_allclose(out["probabilities"], no_image, atol=1e-5)
     finally:
         stop_server(process)
 
@@ -351,3 +415,52 @@ def test_tolerances_and_exit_status(monkeypatch, capsys):
     assert export.main(["--model-dir", "unused", "--format", "tflite",
                         "--tflite-quant", "int8"]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def _dead_pid():
+    """The pid of a process that has exited (a killed export's, for stale temporaries)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_failing_export_publishes_nothing_and_stale_temporaries_go(loaded, model_dir, tmp_path):
+    import shutil
+
+    config = loaded[0]
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("model.keras", "config.yaml"):
+        shutil.copy(model_dir / name, copy / name)
+    shutil.copytree(model_dir / "export" / "savedmodel", copy / "export" / "savedmodel")
+    base = copy / "export" / "savedmodel" / config.model.name
+    before = sorted(p.name for p in base.iterdir())
+    assert before == ["1"]
+    pid = _dead_pid()
+    stale = [copy / "export" / f".tmp-{pid}-export", base / f".tmp-7-{pid}"]  # new, old names
+    for path in stale:
+        (path / "variables").mkdir(parents=True)
+    (copy / "export" / "tflite").mkdir()
+    (copy / "export" / "tflite" / f".tmp-{pid}-model.tflite").write_bytes(b"half")
+
+    # An impossible tolerance: the SavedModel cannot be within -1 of Keras.
+    cmd = [sys.executable, "-m", "serving.export", "--model-dir", str(copy), "--format",
+           "savedmodel", "--tolerance", "savedmodel.max_abs_diff=-1"]
+    result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert sorted(p.name for p in base.iterdir()) == before  # no version 2, no temporary
+    assert not [p for p in (copy / "export").rglob(".tmp-*")]
+    for path in stale:
+        assert f"removed {path}" in result.stdout
+    assert "version 2 NOT published" in result.stdout
+    parity = json.loads((copy / "export" / "parity.json").read_text())
+    assert not parity["passed"] and not parity["published"]
+    assert not parity["savedmodel"]["passed"]
+    rejected = pathlib.Path(parity["rejected_dir"])
+    assert rejected == copy / "export" / "rejected"
+    assert parity["savedmodel"]["path"] == str(rejected / "savedmodel" / "2")
+    assert (rejected / "savedmodel" / "2" / "saved_model.pb").is_file()
+    assert json.loads((rejected / "parity.json").read_text())["published"] is False
+    # TF Serving's view: the local repository still finds version 1 only.
+    from serving.model_repository import discover_versions
+    assert sorted(discover_versions(str(base))) == [1]

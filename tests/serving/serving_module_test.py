@@ -70,3 +70,67 @@ def test_multitask_model_without_a_main_head_is_refused():
     model = keras.Model(image, {"a": keras.layers.Dense(2, name="a")(image)})
     with pytest.raises(ValueError, match="main head under 'probabilities'"):
         sm.build_archive(model)
+
+
+def _flagged_model(modalities=("audio", "image")):
+    """A tiny classifier on `modalities` (vectors; `image` is 4x4x1) with presence flags."""
+    keras.utils.set_random_seed(5)
+    inputs, parts = {}, []
+    for m in modalities:
+        shape = (4, 4, 1) if m == "image" else (6,)
+        inputs[m] = keras.Input(shape, name=m)
+        inputs[f"{m}_present"] = keras.Input((), name=f"{m}_present")
+        flag = keras.layers.Reshape((1,))(inputs[f"{m}_present"])
+        parts += [keras.layers.Flatten()(inputs[m]), flag]
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()(parts))
+    probabilities = keras.layers.Dense(3, activation="softmax", name="probabilities")(hidden)
+    return keras.Model(inputs, probabilities)
+
+
+def test_subset_signature_names_follow_the_documented_rule():
+    two = sm.modality_subsets(_flagged_model(("image", "audio")))
+    assert two == {"serve_audio_only": ["audio"], "serve_image_only": ["image"]}
+    four = sm.modality_subsets(_flagged_model(("d", "c", "b", "a")))
+    assert len(four) == 2**4 - 2
+    assert four["serve_a_c_d_only"] == ["a", "c", "d"] and "serve_a_b_c_d_only" not in four
+    five = sm.modality_subsets(_flagged_model(("a", "b", "c", "d", "e")))
+    assert sorted(five) == [f"serve_{m}_only" for m in "abcde"]  # beyond 4: single ones only
+    assert sm.modality_subsets(_flagged_model(("image",))) == {}
+    assert sm.subset_signature_name(["image", "audio"]) == "serve_audio_image_only"
+
+
+def test_each_subset_signature_equals_serving_default_with_the_rest_missing(tmp_path):
+    model = _flagged_model(("a", "b", "c"))
+    path = tmp_path / "subsets"
+    sm.build_archive(model).write_out(str(path), verbose=False)
+    signatures = tf.saved_model.load(str(path)).signatures
+    rng = np.random.default_rng(1)
+    x = {"a": rng.normal(size=(5, 6)), "b": rng.normal(size=(5, 6)), "c": rng.normal(size=(5, 6))}
+    x = {k: v.astype(np.float32) for k, v in x.items()}
+    subsets = sm.modality_subsets(model)
+    assert set(signatures) == {"serving_default", *subsets} and len(subsets) == 6
+    for name, subset in subsets.items():
+        fn = signatures[name]
+        assert set(fn.structured_input_signature[1]) == set(subset)
+        got = fn(**{m: tf.constant(x[m]) for m in subset})
+        full = {}
+        for m in x:
+            full[m] = x[m] if m in subset else np.zeros_like(x[m])
+            full[f"{m}_present"] = np.full(5, float(m in subset), np.float32)
+        expected = signatures["serving_default"](**{k: tf.constant(v) for k, v in full.items()})
+        np.testing.assert_array_equal(got["probabilities"].numpy(),
+                                      expected["probabilities"].numpy())
+        np.testing.assert_array_equal(got["class_id"].numpy(), expected["class_id"].numpy())
+        # ... and differs from calling the model with every modality present.
+        present = np.asarray(model({**x, **{f"{m}_present": np.ones(5, np.float32) for m in x}}))
+        assert np.abs(got["probabilities"].numpy() - present).max() > 1e-4
+
+
+def test_a_left_out_string_input_is_the_empty_string():
+    specs = {"text": tf.TensorSpec([None], tf.string, name="text"),
+             "text_present": tf.TensorSpec([None], tf.float32, name="text_present"),
+             "image": tf.TensorSpec([None, 2, 2, 1], tf.float32, name="image")}
+    out = sm.complete_inputs({"image": tf.ones([3, 2, 2, 1])}, specs, ["image"])
+    assert out["text"].numpy().tolist() == [b"", b"", b""]
+    assert out["text_present"].numpy().tolist() == [0.0, 0.0, 0.0]
+    assert out["image"].shape == (3, 2, 2, 1)

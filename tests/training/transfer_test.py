@@ -321,7 +321,9 @@ def test_all_heads_signatures_return_every_head(all_heads_export):
     assert all(s["passed"] for s in parity["signatures"].values())
 
     signatures = tf.saved_model.load(parity["savedmodel"]["path"]).signatures
-    assert set(signatures) == {"serving_default", "serve_raw", "serve_examples"}
+    assert set(signatures) == {"serving_default", "serve_raw", "serve_examples",
+                               "serve_audio_only", "serve_image_only"}
+    assert all(s["passed"] for s in parity["subset_signatures"].values())
     for signature in signatures.values():
         assert set(signature.structured_outputs) == HEAD_OUTPUTS
     expected = _keras_heads(model_dir, x)
@@ -336,6 +338,13 @@ def test_all_heads_signatures_return_every_head(all_heads_export):
     examples = [example_schema.to_example(image=i, audio=a).SerializeToString()
                 for i, a in zip(columns["image"], columns["audio"])]
     _assert_heads(signatures["serve_examples"](examples=tf.constant(examples)), expected)
+    # Every head of the image-only signature is serving_default's with the audio missing.
+    no_audio = {k: np.asarray(v) for k, v in x.items()}
+    no_audio["audio"] = np.zeros_like(no_audio["audio"])
+    no_audio["audio_present"] = np.zeros_like(no_audio["audio_present"])
+    no_audio["image_present"] = np.ones_like(no_audio["image_present"])
+    _assert_heads(signatures["serve_image_only"](image=tf.constant(x["image"])),
+                  _keras_heads(model_dir, no_audio))
 
 
 @pytest.mark.large

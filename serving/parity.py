@@ -1,0 +1,284 @@
+"""The export's checks: every format against Keras on the test split (`parity`, judged by
+`TOLERANCES`), the SavedModel's signatures against `serving_default` (`check_signatures`,
+`check_subset_signatures`) and each head against its Keras model (`check_heads`).
+"""
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+from mmkeras import model_dir as model_dir_lib
+from serving import examples
+from serving import tflite_export
+
+SIGNATURE_TOLERANCE = 1e-5
+
+
+@dataclasses.dataclass
+class Tolerance:
+    """What a format must meet against Keras on the test split.
+
+    Attributes:
+        max_abs_diff: bound on the largest |probability difference| (None: not checked).
+        min_top1_agreement: fraction of examples with the same top-1 class as Keras.
+        max_accuracy_drop: largest accuracy loss vs Keras as a fraction (0.01 = 1 point);
+            None: not checked. A format more accurate than Keras always passes this check.
+    """
+
+    max_abs_diff: float = None
+    min_top1_agreement: float = 0.995
+    max_accuracy_drop: float = None
+
+
+TOLERANCES = {
+    "savedmodel": Tolerance(1e-5, 0.995),
+    "tflite": Tolerance(1e-4, 0.995),
+    "onnx": Tolerance(1e-4, 0.995),
+    "tflite_f16": Tolerance(0.02, 0.99, 0.005),
+    "tflite_dynamic": Tolerance(0.25, 0.98, 0.005),
+    "tflite_int8": Tolerance(0.25, 0.97, 0.01),
+}
+# Kept for callers of the first version of the export module.
+TOLERANCE = {name: t.max_abs_diff for name, t in TOLERANCES.items()}
+MIN_TOP1_AGREEMENT = TOLERANCES["savedmodel"].min_top1_agreement
+
+
+def judge(entry, keras_accuracy, tolerance):
+    """Adds the tolerance and `passed` to a parity entry (`max_abs_diff`, `top1_agreement`,
+    `accuracy`); returns the entry."""
+    drop = keras_accuracy - entry["accuracy"]
+    checks = [entry["top1_agreement"] >= tolerance.min_top1_agreement]
+    if tolerance.max_abs_diff is not None:
+        checks.append(entry["max_abs_diff"] <= tolerance.max_abs_diff)
+    if tolerance.max_accuracy_drop is not None:
+        checks.append(drop <= tolerance.max_accuracy_drop + 1e-12)
+    entry.update({
+        "accuracy_drop": drop,
+        "tolerance": dataclasses.asdict(tolerance),
+        "min_top1_agreement": tolerance.min_top1_agreement,
+        "passed": bool(all(checks)),
+    })
+    return entry
+
+
+def parity(config, model, savedmodel_dir=None, tflite_path=None, max_examples=None,
+           runners=None, tolerances=None):
+    """Runs Keras and each format on the test split; returns the parity report.
+
+    Args:
+        runners: `{format: run(inputs) -> {"probabilities": array, ...}}`; `savedmodel_dir`
+            and `tflite_path` add the `savedmodel` and `tflite` runners.
+        tolerances: `{format: Tolerance}` overriding `TOLERANCES`.
+    """
+    import tensorflow as tf
+
+    tolerances = dict(TOLERANCES, **(tolerances or {}))
+    runners = dict(runners or {})
+    if savedmodel_dir is not None:
+        signature = tf.saved_model.load(str(savedmodel_dir)).signatures["serving_default"]
+        runners["savedmodel"] = lambda x: {
+            k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in x.items()}).items()
+        }
+    if tflite_path is not None:
+        runners["tflite"] = tflite_export.tflite_runner(tflite_path)
+
+    keras_probs, labels, outs = [], [], {name: [] for name in runners}
+    for x, y in examples.batches(config, max_examples):
+        keras_probs.append(np.asarray(model(x, training=False)))
+        labels.append(y)
+        for name, run in runners.items():
+            outs[name].append(np.asarray(run(x)["probabilities"]))
+    keras_probs, labels = np.concatenate(keras_probs), np.concatenate(labels)
+    keras_top1 = keras_probs.argmax(-1)
+    keras_accuracy = float((keras_top1 == labels).mean())
+    result = {"examples": int(len(labels)), "keras": {"accuracy": keras_accuracy}}
+    for name, chunks in outs.items():
+        probs = np.concatenate(chunks)
+        entry = {
+            "max_abs_diff": float(np.abs(probs - keras_probs).max()),
+            "top1_agreement": float((probs.argmax(-1) == keras_top1).mean()),
+            "accuracy": float((probs.argmax(-1) == labels).mean()),
+        }
+        result[name] = judge(entry, keras_accuracy, tolerances[name])
+    return result
+
+
+def check_signatures(config, savedmodel_dir, count=examples.SIGNATURE_CHECK_EXAMPLES,
+                     tolerance=SIGNATURE_TOLERANCE):
+    """`serve_raw` and `serve_examples` vs `serving_default` on real test files.
+
+    `serving_default` gets the tensors of the training pipeline; `serve_raw` the files'
+    bytes; `serve_examples` Examples written by `example_schema.to_example`. Every head's
+    probabilities and class ids are compared (`probabilities`, `class_id`, and with
+    `--all-heads` the `<task>_...` pairs).
+    """
+    import tensorflow as tf
+
+    from mmkeras import features
+    from mmkeras.data import example_schema
+    from serving import serving_module as sm
+
+    columns = examples.signature_check_rows(config, count)
+    modalities = sorted(config.model.modalities)
+    n = len(columns["label"])
+    x = examples.pipeline_inputs(columns, config, modalities)
+    signatures = tf.saved_model.load(str(savedmodel_dir)).signatures
+    reference = {k: v.numpy() for k, v in signatures[sm.SERVING_DEFAULT](**x).items()}
+    pairs = [(k, k[:-len(features.PROBABILITIES)] + features.CLASS_ID)
+             for k in reference if k.endswith(features.PROBABILITIES)]
+
+    def read(path):
+        return pathlib.Path(path).read_bytes() if path else b""
+
+    raw = {}
+    for m in modalities:
+        raw[example_schema.bytes_key(m)] = tf.constant([read(p) for p in columns[m]])
+        raw[features.presence_key(m)] = tf.constant(columns[features.presence_key(m)], tf.float32)
+    serialized = []
+    for i in range(n):
+        kwargs = {m: (columns[m][i] or None) for m in modalities}
+        serialized.append(example_schema.to_example(
+            label=int(columns["label"][i]), sample_rate=config.model.audio_encoder.sample_rate,
+            **kwargs).SerializeToString())
+    outputs = {
+        sm.SERVE_RAW: signatures[sm.SERVE_RAW](**raw),
+        sm.SERVE_EXAMPLES: signatures[sm.SERVE_EXAMPLES](
+            **{example_schema.SERIALIZED: tf.constant(serialized)}),
+    }
+    report = {}
+    for name, out in outputs.items():
+        diff, same_class = 0.0, set(out) == set(reference)
+        for probabilities, class_id in pairs:
+            probs = out[probabilities].numpy()
+            diff = max(diff, float(np.abs(probs - reference[probabilities]).max()))
+            same_class &= bool((out[class_id].numpy() == reference[probabilities].argmax(-1)).all())
+        report[name] = {"examples": n, "max_abs_diff_vs_serving_default": diff,
+                        "tolerance": tolerance, "passed": bool(diff <= tolerance and same_class)}
+    return report
+
+
+def subset_reference_inputs(x, subset):
+    """What a `serve_<subset>_only` signature computes on `x`, as `serving_default` inputs:
+    the subset's data with flag 1, every other modality zeros with flag 0."""
+    from mmkeras import features
+
+    result = {}
+    for name, value in x.items():
+        value = np.asarray(value)
+        if name.endswith(features.PRESENT_SUFFIX):
+            present = name[:-len(features.PRESENT_SUFFIX)] in subset
+            result[name] = np.full_like(value, 1.0 if present else 0.0)
+        else:
+            result[name] = value if name in subset else np.zeros_like(value)
+    return result
+
+
+def check_subset_signatures(config, model, savedmodel_dir, tflite_paths=None, tolerances=None,
+                            count=examples.SIGNATURE_CHECK_EXAMPLES):
+    """Each `serve_<m..>_only` signature vs `serving_default` with the other modalities set
+    missing (zeros, flag 0; `subset_reference_inputs`), on real test rows, in the SavedModel
+    and in each TFLite file (`{parity key: path}`, each compared with its own
+    `serving_default`).
+
+    Tolerances: `SIGNATURE_TOLERANCE` for the SavedModel, the format's `max_abs_diff` for
+    TFLite (`tolerances`, default `TOLERANCES`; quantized models calibrate each signature on
+    its own inputs, so their subset signatures move within that format's bound); the class
+    ids must agree in the SavedModel and float32 TFLite.
+
+    Returns:
+        `{signature: {"modalities", "examples", "max_abs_diff": {format: diff}, "passed"}}`
+        for the signatures `serving_module.modality_subsets(model)` names.
+    """
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from serving import serving_module as sm
+
+    tolerances = dict(TOLERANCES, **(tolerances or {}))
+    columns = examples.signature_check_rows(config, count)
+    x = {k: v.numpy() for k, v in
+         examples.pipeline_inputs(columns, config, sorted(config.model.modalities)).items()}
+    loaded = tf.saved_model.load(str(savedmodel_dir))
+    signatures = loaded.signatures
+    runners = {"savedmodel": (
+        lambda name, inputs: {k: v.numpy() for k, v in signatures[name](
+            **{k: tf.constant(v) for k, v in inputs.items()}).items()},
+        SIGNATURE_TOLERANCE, True)}
+    for key, path in (tflite_paths or {}).items():
+        interpreter = Interpreter(model_path=str(path))
+        runners[key] = (
+            lambda name, inputs, interpreter=interpreter:
+                interpreter.get_signature_runner(name)(**inputs),
+            tolerances[key].max_abs_diff, key == "tflite")
+    report = {}
+    for name, subset in sm.modality_subsets(model).items():
+        reference_inputs = subset_reference_inputs(x, subset)
+        diffs, passed = {}, True
+        for key, (run, tolerance, same_class) in runners.items():
+            expected = run(sm.SERVING_DEFAULT, reference_inputs)
+            got = run(name, {m: x[m] for m in subset})
+            diffs[key] = float(np.abs(got["probabilities"] - expected["probabilities"]).max())
+            if tolerance is not None:
+                passed &= diffs[key] <= tolerance
+            if same_class:
+                passed &= bool((got["class_id"] == expected["class_id"]).all())
+        report[name] = {"modalities": subset, "examples": int(len(columns["label"])),
+                        "max_abs_diff": diffs, "passed": bool(passed)}
+    return report
+
+
+def check_heads(config, savedmodel_dir, model, multitask_model,
+                count=examples.SIGNATURE_CHECK_EXAMPLES, tolerance=SIGNATURE_TOLERANCE):
+    """An `--all-heads` SavedModel's `serving_default` vs Keras on real test rows, per head.
+
+    The main `probabilities` are compared with `model` (`model.keras`, what the other formats
+    and parity use) and each `<task>_probabilities` with `multitask_model`'s output `<task>`;
+    each head's `class_id` must be the argmax of the Keras probabilities. The rows are those of
+    `check_signatures` (two with a modality marked missing).
+
+    Returns:
+        `{head: {"reference", "examples", "max_abs_diff", "tolerance", "passed"}}`.
+    """
+    import tensorflow as tf
+
+    from mmkeras import features
+    from serving import serving_module as sm
+
+    columns = examples.signature_check_rows(config, count)
+    x = examples.pipeline_inputs(columns, config, sorted(config.model.modalities))
+    out = tf.saved_model.load(str(savedmodel_dir)).signatures[sm.SERVING_DEFAULT](**x)
+    references = dict(multitask_model(x, training=False))
+    references[features.PROBABILITIES] = model(x, training=False)
+    report = {}
+    for head in sm.head_names(multitask_model):
+        probabilities, class_id = sm.head_output_names(head)
+        expected = np.asarray(references[head])
+        diff = float(np.abs(out[probabilities].numpy() - expected).max())
+        same_class = bool((out[class_id].numpy() == expected.argmax(-1)).all())
+        report[head] = {
+            "reference": (model_dir_lib.MODEL_FILE if head == features.PROBABILITIES
+                          else model_dir_lib.MULTITASK_FILE),
+            "outputs": [probabilities, class_id], "examples": int(len(expected)),
+            "max_abs_diff": diff, "tolerance": tolerance,
+            "passed": bool(diff <= tolerance and same_class),
+        }
+    return report
+
+
+def parse_tolerances(items):
+    """`["tflite_int8.min_top1_agreement=0.9", ...]` -> `{format: Tolerance}`."""
+    result = {}
+    fields = {f.name for f in dataclasses.fields(Tolerance)}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        fmt, dot, field = key.partition(".")
+        if not sep or not dot or fmt not in TOLERANCES or field not in fields:
+            raise ValueError(
+                f"--tolerance expects FORMAT.FIELD=VALUE with FORMAT in {sorted(TOLERANCES)} and "
+                f"FIELD in {sorted(fields)}; got {item!r}"
+            )
+        current = result.get(fmt, TOLERANCES[fmt])
+        parsed = None if value.lower() in ("none", "null", "") else float(value)
+        result[fmt] = dataclasses.replace(current, **{field: parsed})
+    return result

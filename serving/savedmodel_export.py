@@ -1,0 +1,130 @@
+"""The TF Serving artifacts: a SavedModel version with warm-up requests, and `models.config`.
+
+Layout: `<base>/<model_name>/<version>/` (`saved_model.pb`, `variables/`,
+`assets.extra/tf_serving_warmup_requests`), `<base>/models.config`.
+"""
+
+import os
+import pathlib
+import shutil
+
+import numpy as np
+
+from mmkeras import model_dir as model_dir_lib
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+# Where TF Serving finds the models in `models.config`: the `tensorflow/serving` container's
+# convention (`-v .../savedmodel/<name>:/models/<name>`); `--serving-base-path` changes it.
+DEFAULT_SERVING_BASE_PATH = "/models"
+
+
+def next_version(base):
+    versions = [int(p.name) for p in pathlib.Path(base).glob("*") if p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def warmup_requests(model_name, examples):
+    """`PredictionLog`s for `serving_default`: one per example (batch 1), then all at once.
+
+    Args:
+        model_name: the TF Serving model name.
+        examples: `{input_name: np.ndarray}` with a leading batch dimension.
+    """
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from serving.serving_module import SERVING_DEFAULT
+
+    count = len(next(iter(examples.values())))
+    batches = [slice(i, i + 1) for i in range(count)] + [slice(0, count)]
+    logs = []
+    for rows in batches:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = SERVING_DEFAULT
+        for name, value in sorted(examples.items()):
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value[rows])))
+        logs.append(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)
+        ))
+    return logs
+
+
+def write_warmup(version_dir, model_name, examples):
+    """Writes `<version_dir>/assets.extra/tf_serving_warmup_requests` (a TFRecord file)."""
+    import tensorflow as tf
+
+    path = pathlib.Path(version_dir) / "assets.extra" / WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for log in warmup_requests(model_name, examples):
+            writer.write(log.SerializeToString())
+    return path
+
+
+def export_savedmodel(model, base, version=None, warmup_examples=None, model_name=None):
+    """Writes `<base>/<version>/` (with warm-up requests) atomically; returns its path.
+
+    Everything is written into `<base>/.tmp-<pid>-version-<version>` and renamed at the end;
+    on any error the temporary directory is removed and no version appears. (`export` calls
+    it on a staging directory and publishes the version only after every check passed.)
+    """
+    from serving.serving_module import build_archive
+
+    base = pathlib.Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(base)
+    final = base / str(version)
+    if final.exists():
+        raise FileExistsError(f"{final} exists: versions are immutable; pick another --version.")
+    tmp = model_dir_lib.temporary_path(final, tag=f"version-{version}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        build_archive(model).write_out(str(tmp), verbose=False)
+        if warmup_examples is not None:
+            write_warmup(tmp, model_name or base.name, warmup_examples)
+        os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def models_config_text(savedmodel_root, serving_base_path=DEFAULT_SERVING_BASE_PATH):
+    """A `ModelServerConfig` text proto listing every model directory under the root.
+
+    Args:
+        savedmodel_root: the local directory holding `<model_name>/<version>/`.
+        serving_base_path: the directory holding the model directories as the server sees it:
+            each model's `base_path` is `<serving_base_path>/<model_name>` (default `/models`,
+            the `tensorflow/serving` container's). None: the local absolute paths.
+    """
+    root = pathlib.Path(savedmodel_root).resolve()
+    entries = []
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if model_dir.name.startswith((".", "tmp")):
+            continue
+        if not any(v.name.isdigit() for v in model_dir.iterdir()):
+            continue
+        entries.append(
+            "  config {\n"
+            f'    name: "{model_dir.name}"\n'
+            f'    base_path: "{_served_path(model_dir, serving_base_path)}"\n'
+            '    model_platform: "tensorflow"\n'
+            "  }\n"
+        )
+    return "model_config_list {\n" + "".join(entries) + "}\n"
+
+
+def _served_path(model_dir, serving_base_path):
+    if serving_base_path is None:
+        return str(model_dir)
+    return serving_base_path.rstrip("/") + "/" + model_dir.name
+
+
+def write_models_config(savedmodel_root, serving_base_path=DEFAULT_SERVING_BASE_PATH):
+    """Writes `<root>/models.config` (for `tensorflow_model_server --model_config_file`)."""
+    return model_dir_lib.write_text(pathlib.Path(savedmodel_root) / "models.config",
+                                    models_config_text(savedmodel_root, serving_base_path))
