@@ -21,6 +21,7 @@ from serving.errors import InvalidArgumentError
 
 STRING = np.dtype(object)  # the numpy dtype of string tensors
 _NUMERIC_KINDS = "biuf"
+_MAX_RANK = 32  # numpy's limit
 _SHOWN = 50  # characters of an offending JSON value quoted in a message
 
 
@@ -58,6 +59,10 @@ def nested_shape(value, input_name):
             )
         (size,) = sizes
         shape.append(size)
+        if len(shape) > _MAX_RANK:
+            raise InvalidArgumentError(
+                f"input '{input_name}' is nested deeper than {_MAX_RANK} levels"
+            )
         if size == 0:
             return tuple(shape), []
         level = [x for item in level for x in item]
