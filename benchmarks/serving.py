@@ -227,6 +227,8 @@ SERVER_SETUPS = {
     "stdlib_batching": ("stdlib HTTP + batching", ["--http-stack", "stdlib"]),
     "aiohttp": ("aiohttp, no batching", ["--http-stack", "aiohttp", "--no-enable-batching"]),
     "new": ("aiohttp + batching (default)", ["--http-stack", "aiohttp"]),
+    "new_wait_2ms": ("aiohttp + batching, 2 ms timeout",
+                     ["--http-stack", "aiohttp", "--batch-timeout-micros", "2000"]),
 }
 GOAL_SPEEDUP_AT_8 = 5.0
 GOAL_P99_MS_AT_8 = 100.0

@@ -428,7 +428,7 @@ def test_grpc_not_found_metadata_and_oversized_message(server, real_export):
     with pytest.raises(grpc.RpcError) as info:
         stub.GetModelMetadata(request, timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    big = np.zeros((server.max_payload_bytes // 4 + 10, 8000), np.float32)
+    big = np.zeros((server.max_payload_bytes // (4 * 8000) + 10, 8000), np.float32)
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(_predict_request({"audio": big}), timeout=30)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
