@@ -356,6 +356,8 @@ def _bad_json_cases(x):
         "ragged": ({"inputs": dict(full, audio=[aud[0], aud[1][:3], aud[2], aud[3]])}, 400, "audio"),
         "null_value": ({"inputs": dict(full, audio_present=[None] * 4)}, 400, "audio_present"),
         "bool_for_float": ({"inputs": dict(full, audio_present=[True] * 4)}, 400, "audio_present"),
+        "b64_for_float": ({"inputs": dict(full, audio_present=[_b64(b"1")] * 4)}, 400,
+                          "audio_present"),
         "nan_literal": (None, 400, "audio_present"),
         "both_formats": ({"inputs": {}, "instances": []}, 400, "exactly one"),
         "not_an_object": ([1, 2, 3], 400, "JSON object"),
@@ -367,7 +369,7 @@ def _bad_json_cases(x):
 
 
 @pytest.mark.parametrize("case", ["missing_input_row", "wrong_rank", "ragged", "null_value",
-                                  "bool_for_float", "nan_literal", "both_formats",
+                                  "bool_for_float", "b64_for_float", "nan_literal", "both_formats",
                                   "not_an_object", "bad_b64", "unknown_signature"])
 def test_rest_bad_request(server, real_export, case):
     body, expected_status, fragment = _bad_json_cases(real_export.inputs)[case]
