@@ -210,7 +210,8 @@ class Batcher:
     ```
     """
 
-    def __init__(self, max_batch_size=DEFAULT_MAX_BATCH_SIZE, timeout_micros=DEFAULT_TIMEOUT_MICROS):
+    def __init__(self, max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+                 timeout_micros=DEFAULT_TIMEOUT_MICROS):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         if timeout_micros < 0:
@@ -222,7 +223,7 @@ class Batcher:
         self._lock = threading.Lock()
         self._stats = {"requests": 0, "examples": 0, "batches": 0, "merged_batches": 0,
                        "max_requests_in_batch": 0, "max_examples_in_batch": 0,
-                       "split_after_failure": 0, "unbatched": 0}
+                       "split_after_failure": 0}
 
     @staticmethod
     def batchable(signature, arrays, batch):
@@ -237,16 +238,12 @@ class Batcher:
         return True
 
     def submit(self, model_key, signature, arrays, batch):
-        """Queues one validated request; returns a Future of its `{output: np.ndarray}`."""
+        """Queues one validated, `batchable` request; returns a Future of its
+        `{output: np.ndarray}`. `model_key` tells versions apart (e.g. `(name, version)`)."""
+        if not self.batchable(signature, arrays, batch):
+            raise ValueError(f"a request to signature '{signature.name}' without a common "
+                             f"leading batch dimension cannot be batched")
         future = concurrent.futures.Future()
-        if self.stopped or not self.batchable(signature, arrays, batch):
-            with self._lock:
-                self._stats["unbatched"] += 1
-            try:
-                future.set_result(run_signature(signature, arrays, batch))
-            except Exception as e:
-                future.set_exception(e)
-            return future
         shapes = tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(arrays.items()))
         key = (model_key, signature.name, id(signature), shapes)
         task = _Task(arrays, batch, future, time.monotonic())

@@ -193,7 +193,8 @@ def array_to_json(array, text_strings=True):
         return flat.reshape(array.shape).tolist()
     if array.dtype.kind == "c":
         raise ValueError(f"complex dtype {array.dtype.name} has no JSON encoding")
-    if array.dtype.kind not in _NUMERIC_KINDS or array.dtype.itemsize < 4 and array.dtype.kind == "f":
+    half = array.dtype.kind == "f" and array.dtype.itemsize < 4
+    if array.dtype.kind not in _NUMERIC_KINDS or half:
         array = array.astype(np.float32)  # float16 / bfloat16
     return array.tolist()
 

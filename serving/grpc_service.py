@@ -90,7 +90,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     f"unknown input '{name[:100]}' for signature '{signature.name}'; "
                     f"expected inputs: {sorted(signature.input_specs)}"
                 )
-        arrays = {name: tensor_proto_to_array(name, proto) for name, proto in request.inputs.items()}
+        arrays = {name: tensor_proto_to_array(name, proto)
+                  for name, proto in request.inputs.items()}
         for name in request.output_filter:
             if name not in signature.output_specs:
                 raise InvalidArgumentError(

@@ -9,7 +9,6 @@ can block on it. Validation errors are raised by `submit` itself, before anythin
 
 import concurrent.futures
 
-from serving.batching import Batcher
 from serving.batching import run_signature
 from serving.validation import validate
 
@@ -28,8 +27,9 @@ class Predictor:
         self.repository = repository
         self.batcher = batcher
         self.allow_non_finite = allow_non_finite
-        self._executor = None if batcher else concurrent.futures.ThreadPoolExecutor(
-            workers, thread_name_prefix="predict")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="predict")  # unbatched calls
+        self._unbatched = 0
 
     def signature(self, model_name, version, signature_name):
         """`(ModelVersion, Signature)`; NotFoundError for unknown names and versions."""
@@ -39,9 +39,11 @@ class Predictor:
     def submit(self, model_version, signature, arrays):
         """Validates `arrays` (raising InvalidArgumentError) and returns a Future of the outputs."""
         arrays, batch = validate(signature, arrays, self.allow_non_finite)
-        if self.batcher is not None:
+        batcher = self.batcher
+        if batcher and not batcher.stopped and batcher.batchable(signature, arrays, batch):
             key = (model_version.model_name, model_version.version)
-            return self.batcher.submit(key, signature, arrays, batch)
+            return batcher.submit(key, signature, arrays, batch)
+        self._unbatched += 1  # counted loosely (no lock): a monitoring figure
         return self._executor.submit(run_signature, signature, arrays, batch)
 
     def predict(self, model_version, signature, arrays):
@@ -51,10 +53,9 @@ class Predictor:
     def stats(self):
         if self.batcher is None:
             return {"enabled": False}
-        return {"enabled": True, **self.batcher.stats()}
+        return {"enabled": True, **self.batcher.stats(), "unbatched": self._unbatched}
 
     def stop(self):
         if self.batcher is not None:
             self.batcher.stop()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -110,7 +110,8 @@ def real_export(avmnist_small, tmp_path_factory):
     images = [(pathlib.Path(avmnist_small) / r["image"]).read_bytes() for r in rows]
     audio = [(pathlib.Path(avmnist_small) / r["audio"]).read_bytes() for r in rows]
     ones = np.ones(len(rows), np.float32)
-    raw = {"image_bytes": np.array(images, dtype=object), "audio_bytes": np.array(audio, dtype=object),
+    raw = {"image_bytes": np.array(images, dtype=object),
+           "audio_bytes": np.array(audio, dtype=object),
            "image_present": ones, "audio_present": ones}
     specs = _loaded(str(version_dir)).signatures["serving_default"].structured_input_signature[1]
     shapes = {m: tuple(specs[m].shape[1:]) for m in ("image", "audio")}

@@ -152,8 +152,10 @@ def test_rest_predict_row_and_columnar_formats(server, real_export):
 def test_rest_serve_raw_and_serve_examples(server, real_export):
     raw = real_export.raw
     expected = real_export.expected("serving_default", real_export.inputs)
-    instances = [{"image_bytes": _b64(raw["image_bytes"][i]), "audio_bytes": _b64(raw["audio_bytes"][i]),
-                  "image_present": 1.0, "audio_present": 1.0} for i in range(len(raw["image_bytes"]))]
+    instances = [{"image_bytes": _b64(raw["image_bytes"][i]),
+                  "audio_bytes": _b64(raw["audio_bytes"][i]),
+                  "image_present": 1.0, "audio_present": 1.0}
+                 for i in range(len(raw["image_bytes"]))]
     status, body = _predict(server, {"signature_name": "serve_raw", "instances": instances})
     assert status == 200, body
     _assert_outputs({"probabilities": [r["probabilities"] for r in body["predictions"]],
@@ -195,8 +197,10 @@ def test_client_cli_serve_raw_with_a_modality_left_out(server, real_export, tmp_
     )
     assert result.returncode == 0, result.stderr
     outputs = json.loads(result.stdout)
-    explicit = {"image_bytes": np.array([png], dtype=object), "image_present": np.ones(1, np.float32),
-                "audio_bytes": np.array([b""], dtype=object), "audio_present": np.zeros(1, np.float32)}
+    explicit = {"image_bytes": np.array([png], dtype=object),
+                "image_present": np.ones(1, np.float32),
+                "audio_bytes": np.array([b""], dtype=object),
+                "audio_present": np.zeros(1, np.float32)}
     _assert_outputs(outputs, real_export.expected("serve_raw", explicit))
 
 
@@ -294,7 +298,8 @@ def _bad_inputs(real_export):
     good_then_junk_wav = dict(raw, audio_bytes=np.array([raw["audio_bytes"][0], junk[1]], object))
     return {
         "random_bytes_as_wav": ("serve_raw", good_then_junk_wav, ["audio_bytes", "example 1"]),
-        "random_bytes_as_png": ("serve_raw", dict(raw, image_bytes=junk), ["image_bytes", "example 0"]),
+        "random_bytes_as_png": ("serve_raw", dict(raw, image_bytes=junk),
+                                ["image_bytes", "example 0"]),
         "random_bytes_as_examples": ("serve_examples", {"examples": junk}, ["examples", "example 0"]),
         "nan": ("serving_default", dict(x, audio=nan_audio), ["'audio'", "example 2", "nan"]),
         "inf": ("serving_default", dict(x, image=inf_image), ["'image'", "example 1", "inf"]),
