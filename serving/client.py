@@ -33,7 +33,8 @@ CLI (prints the outputs as JSON; bytes as `{"b64": ...}`):
 
 `--input-file name=path` sends the file's raw bytes as a batch of one string, so pair it with
 `.npy` inputs whose leading (batch) dimension is 1. A modality with a presence flag may be left
-out (the server fills it in as missing); sending it without its flag means present.
+out (`python -m serving.server` fills it in as missing; sending it without its flag means
+present); `tensorflow_model_server` itself requires every input of the signature.
 """
 
 import argparse
