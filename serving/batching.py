@@ -9,13 +9,17 @@ it quotes (which otherwise surface as a `UnicodeDecodeError`).
 `Batcher` merges concurrent requests to the same model version, signature and per-example
 input shapes into one call, as TF Serving's `--enable_batching` does: a request waits until
 the batch holds `max_batch_size` examples or `timeout_micros` have passed since the first
-request of the batch arrived, and while one merged call runs the next batch fills up. Results
+request of the batch arrived, and while one merged call runs the next batch fills up. Then,
+while other requests are still being decoded (the front ends mark them with `arrival()`), the
+batch waits for them, at most 2 ms: a lone client never waits, and under load the requests
+whose JSON is being parsed join the call instead of starting the next one. Results
 are split back per request. Requests are validated before they are queued, so a bad request
 is refused on its own; if a merged call still fails (bytes that only the model's decoder
 rejects), each request of the batch is run alone, so only the bad one gets the error.
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import re
@@ -32,7 +36,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_TIMEOUT_MICROS = 0
-_IDLE_SECONDS = 30.0  # a queue's thread exits after this long without requests
+_IDLE_SECONDS = 30.0
+_ARRIVAL_WAIT_SECONDS = 0.002  # longest a batch waits for requests still being decoded
+_ARRIVAL_POLL_SECONDS = 0.0002  # a queue's thread exits after this long without requests
 _CLIENT_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError,
                   tf.errors.OutOfRangeError, UnicodeDecodeError)
 _MESSAGE_CHARS = 300
@@ -171,6 +177,12 @@ class _Queue:
                 if remaining <= 0:
                     break
                 self.condition.wait(remaining)
+            arrival_deadline = time.monotonic() + self.batcher.arrival_wait_seconds
+            while self.examples < limit and self.batcher.arriving > 0 and not self.batcher.stopped:
+                remaining = arrival_deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.condition.wait(min(remaining, _ARRIVAL_POLL_SECONDS))
             taken, size = [], 0
             while self.tasks and (not taken or size + self.tasks[0].batch <= limit):
                 task = self.tasks.pop(0)
@@ -219,6 +231,8 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.timeout_seconds = timeout_micros / 1e6
         self.stopped = False
+        self.arriving = 0  # requests being decoded and validated (not yet submitted)
+        self.arrival_wait_seconds = _ARRIVAL_WAIT_SECONDS
         self._queues = {}
         self._lock = threading.Lock()
         self._stats = {"requests": 0, "examples": 0, "batches": 0, "merged_batches": 0,
@@ -256,6 +270,17 @@ class Batcher:
             if queue.put(task):
                 return future
             self._forget(key, queue)  # it was closing; make a new one
+
+    @contextlib.contextmanager
+    def arrival(self):
+        """Marks a request as being decoded: batches wait (at most 2 ms) for such requests."""
+        with self._lock:
+            self.arriving += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.arriving -= 1
 
     def _forget(self, key, queue):
         with self._lock:

@@ -8,6 +8,7 @@ can block on it. Validation errors are raised by `submit` itself, before anythin
 """
 
 import concurrent.futures
+import contextlib
 
 from serving.batching import run_signature
 from serving.validation import validate
@@ -49,6 +50,10 @@ class Predictor:
     def predict(self, model_version, signature, arrays):
         """`submit` and wait: `{output_name: np.ndarray}`."""
         return self.submit(model_version, signature, arrays).result()
+
+    def arrival(self):
+        """A context around decoding and submitting one request (lets batches wait for it)."""
+        return self.batcher.arrival() if self.batcher else contextlib.nullcontext()
 
     def stats(self):
         if self.batcher is None:

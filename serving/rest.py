@@ -139,7 +139,9 @@ class RestApi:
         kind, name, version = self._route(method, path)
         if kind != "predict":
             return self._get(kind, name, version)
-        future, finish = self.start_predict(name, version, read_body())
+        body = read_body()
+        with self.predictor.arrival():
+            future, finish = self.start_predict(name, version, body)
         return 200, finish(future.result())
 
     async def handle_async(self, method, path, read_body):
@@ -148,12 +150,13 @@ class RestApi:
         if kind != "predict":
             return self._get(kind, name, version)
         body = await read_body()
-        if len(body) > _OFFLOAD_BYTES:
-            loop = asyncio.get_running_loop()
-            future, finish = await loop.run_in_executor(
-                None, self.start_predict, name, version, body)
-        else:
-            future, finish = self.start_predict(name, version, body)
+        with self.predictor.arrival():
+            if len(body) > _OFFLOAD_BYTES:
+                loop = asyncio.get_running_loop()
+                future, finish = await loop.run_in_executor(
+                    None, self.start_predict, name, version, body)
+            else:
+                future, finish = self.start_predict(name, version, body)
         return 200, finish(await asyncio.wrap_future(future))
 
     def start_predict(self, name, version, body):

@@ -36,8 +36,9 @@ decoders refuse. A modality with a presence flag may be left out (filled with ze
 Batching (on by default; `--no-enable-batching` runs each request alone): concurrent requests
 to the same model version and signature are merged into one call of at most
 `--max-batch-size` examples, waiting at most `--batch-timeout-micros` for company (default 0:
-a batch holds the requests that arrived while the previous call ran, so a lone client waits
-for nobody). `GET /monitoring/batching` shows the counters.
+a batch holds the requests that arrived while the previous call ran, plus those still being
+decoded, for at most 2 ms, so a lone client waits for nobody). `GET /monitoring/batching` shows
+the counters.
 """
 
 import argparse
