@@ -369,13 +369,16 @@ def _bad_json_cases(x):
         "bad_b64": ({"signature_name": "serve_raw",
                      "inputs": {"image_bytes": [{"b64": "!!!"}], "image_present": [1.0]}},
                     400, "image_bytes"),
+        "missing_examples": ({"signature_name": "serve_examples", "inputs": {}}, 400,
+                             "missing input 'examples'"),
         "unknown_signature": ({"signature_name": "nope", "inputs": {}}, 404, "nope"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing_input_row", "wrong_rank", "ragged", "null_value",
                                   "bool_for_float", "b64_for_float", "nan_literal", "both_formats",
-                                  "not_an_object", "bad_b64", "unknown_signature"])
+                                  "not_an_object", "bad_b64", "missing_examples",
+                                  "unknown_signature"])
 def test_rest_bad_request(server, real_export, case):
     body, expected_status, fragment = _bad_json_cases(real_export.inputs)[case]
     if case == "nan_literal":  # NaN as JSON accepts it (Python's json and TF Serving's parser)
