@@ -14,6 +14,9 @@ from serving.model_repository import ModelVersion
 from serving.validation import validate
 
 
+pytestmark = pytest.mark.large  # a trained and exported model
+
+
 @pytest.fixture(scope="module")
 def version(real_export):
     return ModelVersion(real_export.name, 1, str(real_export.version_dir))

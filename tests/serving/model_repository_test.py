@@ -38,6 +38,7 @@ def _garble(version_dir):
     pb.write_bytes(bytes(data[: len(data) // 2]))
 
 
+@pytest.mark.large
 def test_repository_policy_corrupt_version_and_removal(real_export, tmp_path):
     """Versions 1-3 of a real export, 3 garbled on disk: num_versions=2 keeps 2 and 1; version 3
     is END with its load error, and is loaded once its files are repaired."""

@@ -31,6 +31,8 @@ from tests.serving.conftest import REPO_ROOT
 from tests.serving.conftest import start_server
 from tests.serving.conftest import stop_server
 
+pytestmark = pytest.mark.large  # a trained and exported model, live server processes
+
 ATOL = 1e-6
 NAME = "avmnist_early_fusion"
 

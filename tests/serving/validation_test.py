@@ -18,6 +18,8 @@ from serving.errors import ServingError
 from serving.model_repository import ModelRepository
 from serving.predictor import Predictor
 
+pytestmark = pytest.mark.large  # a trained and exported model
+
 NAME = "avmnist_early_fusion"
 PATH = f"/v1/models/{NAME}:predict"
 SIGNATURES = ["serving_default", "serve_raw", "serve_examples"]
