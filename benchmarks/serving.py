@@ -13,6 +13,19 @@
    SavedModel and sends `--requests` single-example REST `serving_default` requests from each of
    `--clients` concurrent clients: p50 / p99 latency, requests/s, errors.
 
+    python -m benchmarks.serving --model-dir DIR --concurrency [--requests 40]
+        [--concurrency-clients 1 8 32] [--setups old new stdlib_batching aiohttp]
+
+runs only the server, in one run: for each setup (`old`: the standard library's
+ThreadingHTTPServer without batching, the previous server; `new`: aiohttp with batching, the
+default; `stdlib_batching` and `aiohttp` separate the two changes) a fresh server process gets
+1, 8 and 32 concurrent clients, each on a keep-alive connection sending `--requests`
+pre-encoded single-example `serving_default` requests back to back. It prints requests/s,
+p50/p99 latency, requests per model call (from `GET /monitoring/batching`) and errors, the
+issue's goal (>= 5x the old requests/s at 8 clients with p99 <= 100 ms), and writes
+`DIR/export/benchmark_serving_concurrency.json`. Only the SavedModel is needed (exported when
+missing).
+
 Prints Markdown tables and writes `DIR/export/benchmark_serving.json`, including the issue's
 goal: int8 TFLite at most 0.3x the float32 TFLite size with top-1 accuracy within 0.5 point of
 Keras. Timings share the machine with whatever else runs; the JSON records the settings.
@@ -20,6 +33,7 @@ Keras. Timings share the machine with whatever else runs; the JSON records the s
 
 import argparse
 import concurrent.futures
+import http.client
 import json
 import os
 import pathlib
@@ -135,7 +149,7 @@ def time_runtime(single, batch, inputs, labels, iterations, batch_size, warmup=1
             "throughput_examples_per_s": n / elapsed, "accuracy": accuracy, "examples": n}
 
 
-def start_server(base_path, log_dir, timeout=120.0):
+def start_server(base_path, log_dir, timeout=120.0, extra_args=()):
     """Starts `python -m serving.server` on `base_path`; returns (process, rest_port)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -143,7 +157,7 @@ def start_server(base_path, log_dir, timeout=120.0):
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "serving.server", "--model-base-path", str(base_path),
-             "--rest-port", "0", "--grpc-port", "0"],
+             "--rest-port", "0", "--grpc-port", "0", "--poll-seconds", "0", *extra_args],
             cwd=REPO, env=env, stdout=out, stderr=err,
         )
     deadline = time.monotonic() + timeout
@@ -205,6 +219,187 @@ def load_server(rest_port, model_name, inputs, clients, requests):
             "errors": len(errors), "first_errors": errors[:3]}
 
 
+# Concurrency mode: the server under 1, 8 and 32 concurrent REST clients, old path vs new.
+
+SERVER_SETUPS = {
+    "old": ("stdlib HTTP, no batching (previous server)",
+            ["--http-stack", "stdlib", "--no-enable-batching"]),
+    "stdlib_batching": ("stdlib HTTP + batching", ["--http-stack", "stdlib"]),
+    "aiohttp": ("aiohttp, no batching", ["--http-stack", "aiohttp", "--no-enable-batching"]),
+    "new": ("aiohttp + batching (default)", ["--http-stack", "aiohttp"]),
+    "new_wait_2ms": ("aiohttp + batching, 2 ms timeout",
+                     ["--http-stack", "aiohttp", "--batch-timeout-micros", "2000"]),
+}
+GOAL_SPEEDUP_AT_8 = 5.0
+GOAL_P99_MS_AT_8 = 100.0
+
+
+def request_bodies(inputs, count=64):
+    """Pre-encoded single-example `serving_default` REST bodies (columnar JSON), so that the
+    load generator spends its time waiting for the server, not encoding JSON."""
+    n = len(next(iter(inputs.values())))
+    return [json.dumps({"inputs": {k: v[i:i + 1].tolist() for k, v in inputs.items()}}).encode()
+            for i in range(min(n, count))]
+
+
+def _get_json(port, path):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path)
+        return json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+
+
+def concurrent_load(port, model_name, bodies, clients, requests, warmup=2):
+    """`clients` threads, each on its own keep-alive connection, sending `requests` batch-1
+    predicts back to back; returns requests/s, p50/p99 latency and the batcher's counters."""
+    path = f"/v1/models/{model_name}:predict"
+    headers = {"Content-Type": "application/json"}
+    latencies, errors, lock = [], [], threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+
+    def work(client_id):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        mine = []
+
+        def send(i):
+            connection.request("POST", path, bodies[(client_id * 7 + i) % len(bodies)], headers)
+            response = connection.getresponse()
+            payload = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {payload[:200]!r}")
+
+        try:
+            for i in range(warmup):
+                send(i)
+        except Exception as e:  # counted below; the barrier must still be reached
+            with lock:
+                errors.append(f"warm-up: {e}"[:200])
+        barrier.wait()
+        for i in range(requests):
+            start = time.perf_counter()
+            try:
+                send(i)
+                mine.append(time.perf_counter() - start)
+            except Exception as e:  # counted, the run goes on
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}"[:200])
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    before = _get_json(port, "/monitoring/batching")
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    after = _get_json(port, "/monitoring/batching")
+    p50, p99 = _percentiles(latencies) if latencies else (float("nan"), float("nan"))
+    result = {"clients": clients, "requests": clients * requests, "seconds": elapsed,
+              "requests_per_s": len(latencies) / elapsed, "latency_ms_p50": p50,
+              "latency_ms_p99": p99, "errors": len(errors), "first_errors": errors[:3]}
+    if after.get("enabled"):
+        batches = after["batches"] - before["batches"]
+        result["merged_calls"] = batches
+        result["requests_per_call"] = (after["requests"] - before["requests"]) / max(batches, 1)
+    return result
+
+
+def run_concurrency(base_path, model_name, inputs, log_dir, client_counts, requests, setups):
+    """Every server setup under every client count, one server process per setup."""
+    bodies = request_bodies(inputs)
+    rows = []
+    for key in setups:
+        label, args = SERVER_SETUPS[key]
+        setup_dir = log_dir / key
+        setup_dir.mkdir(parents=True, exist_ok=True)
+        process, port = start_server(base_path, setup_dir, extra_args=args)
+        try:
+            for clients in client_counts:
+                row = concurrent_load(port, model_name, bodies, clients, requests)
+                row.update(setup=key, label=label, server_args=args)
+                rows.append(row)
+                print(f"[benchmark] {label}: {clients} clients: {row['requests_per_s']:.1f} "
+                      f"requests/s, p50 {row['latency_ms_p50']:.1f} ms, p99 "
+                      f"{row['latency_ms_p99']:.1f} ms, {row['errors']} errors", flush=True)
+        finally:
+            stop_server(process)
+    return rows
+
+
+def concurrency_markdown(rows):
+    lines = [
+        "| server | clients | requests | requests/s | p50 ms | p99 ms | requests per call "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        per_call = f"{r['requests_per_call']:.1f}" if "requests_per_call" in r else "1"
+        lines.append(
+            f"| {r['label']} | {r['clients']} | {r['requests']} | {r['requests_per_s']:.1f} | "
+            f"{r['latency_ms_p50']:.1f} | {r['latency_ms_p99']:.1f} | {per_call} | "
+            f"{r['errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def concurrency_goal(rows):
+    """The issue's target: >= 5x the old requests/s at 8 clients with p99 <= 100 ms."""
+    at8 = {r["setup"]: r for r in rows if r["clients"] == 8}
+    if "old" not in at8 or "new" not in at8:
+        return None
+    speedup = at8["new"]["requests_per_s"] / max(at8["old"]["requests_per_s"], 1e-9)
+    p99 = at8["new"]["latency_ms_p99"]
+    return {"speedup_at_8_clients": speedup, "p99_ms_at_8_clients": p99,
+            "min_speedup": GOAL_SPEEDUP_AT_8, "max_p99_ms": GOAL_P99_MS_AT_8,
+            "met": bool(speedup >= GOAL_SPEEDUP_AT_8 and p99 <= GOAL_P99_MS_AT_8)}
+
+
+def savedmodel_base(model_dir):
+    """`DIR/export/savedmodel`, exporting the SavedModel first when no version exists."""
+    from serving import export
+
+    base = model_dir / "export" / "savedmodel"
+    if not list(base.glob("*/[0-9]*/saved_model.pb")):
+        print(f"[benchmark] exporting {model_dir} (SavedModel)", flush=True)
+        export.export(model_dir, ["savedmodel"])
+    return base
+
+
+def main_concurrency(args):
+    from serving.export import load_model_dir
+    from training.report import write_json
+
+    model_dir = pathlib.Path(args.model_dir)
+    base = savedmodel_base(model_dir)
+    config, _ = load_model_dir(model_dir)
+    inputs, _ = test_data(config, 64)
+    log_dir = model_dir / "export" / "benchmark_logs"
+    rows = run_concurrency(base, config.model.name, inputs, log_dir, args.concurrency_clients,
+                           args.requests, args.setups)
+    table = concurrency_markdown(rows)
+    goal = concurrency_goal(rows)
+    out = {"model_dir": str(model_dir), "rows": rows, "goal": goal, "table": table,
+           "settings": {"clients": args.concurrency_clients, "requests_per_client": args.requests,
+                        "setups": args.setups, "cpus": os.cpu_count(),
+                        "platform": platform.platform()}}
+    write_json(model_dir / "export" / "benchmark_serving_concurrency.json", out)
+    print("\n" + table + "\n")
+    if goal:
+        print(f"Goal (>= {GOAL_SPEEDUP_AT_8:g}x the old requests/s at 8 clients, p99 <= "
+              f"{GOAL_P99_MS_AT_8:g} ms): {goal['speedup_at_8_clients']:.1f}x, p99 "
+              f"{goal['p99_ms_at_8_clients']:.1f} ms -> {'met' if goal['met'] else 'NOT met'}")
+    print(f"[benchmark] wrote {model_dir / 'export' / 'benchmark_serving_concurrency.json'}")
+    return 0
+
+
 def markdown(results, report, server):
     float_size = report["tflite"]["bytes"]
     lines = [
@@ -244,7 +439,14 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="TFLite / onnxruntime threads")
     parser.add_argument("--max-examples", type=int, default=None, help="test examples (default: all)")
     parser.add_argument("--no-server", action="store_true", help="skip the server benchmark")
+    parser.add_argument("--concurrency", action="store_true",
+                        help="only the server under 1/8/32 concurrent REST clients, old vs new")
+    parser.add_argument("--concurrency-clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--setups", nargs="+", choices=sorted(SERVER_SETUPS),
+                        default=["old", "new"], help="server setups compared by --concurrency")
     args = parser.parse_args(argv)
+    if args.concurrency:
+        return main_concurrency(args)
 
     from serving.export import load_model_dir
     from training.report import write_json

@@ -17,22 +17,27 @@ client.metadata()["metadata"]["signature_def"]["signature_def"]["serving_default
 `{"inputs": {...}}` format, encodes `bytes` elements as `{"b64": ...}`, and reads the
 signature's output dtypes from the model metadata (fetched once per version and signature).
 `GrpcClient` needs `grpcio`, `tensorflow-serving-api` and TensorFlow (`tf.make_tensor_proto`).
-Both raise `ServingError` with the HTTP status (int) or `grpc.StatusCode` in `.code`.
+Both raise `serving.errors.ServingError` with the HTTP status (int) or `grpc.StatusCode` in
+`.code` and the server's message in `.message`. The JSON encoding is `serving/codec.py`, the
+same module the server decodes with.
 
 CLI (prints the outputs as JSON; bytes as `{"b64": ...}`):
 
     python -m serving.client --rest --host localhost --port 8501 --model-name tiny \
         --input image=image.npy --input audio=audio.npy
-    python -m serving.client --grpc --port 8500 --model-name tiny \
-        --signature-name serving_bytes --input-file image_bytes=digit.png --input audio=a.npy
+    python -m serving.client --grpc --port 8500 --model-name avmnist_early_fusion \
+        --signature-name serve_raw --input-file image_bytes=digit.png --input-file audio_bytes=a.wav
+    python -m serving.client --rest --port 8501 --model-name avmnist_early_fusion \
+        --signature-name serve_raw --input-file image_bytes=digit.png   # audio left out
     python -m serving.client --rest --port 8501 --model-name tiny --metadata
 
 `--input-file name=path` sends the file's raw bytes as a batch of one string, so pair it with
-`.npy` inputs whose leading (batch) dimension is 1.
+`.npy` inputs whose leading (batch) dimension is 1. A modality with a presence flag may be left
+out (`python -m serving.server` fills it in as missing; sending it without its flag means
+present); `tensorflow_model_server` itself requires every input of the signature.
 """
 
 import argparse
-import base64
 import json
 import sys
 import urllib.error
@@ -41,7 +46,10 @@ import urllib.request
 
 import numpy as np
 
-DEFAULT_SIGNATURE = "serving_default"
+from serving import codec
+from serving.errors import DEFAULT_SIGNATURE
+from serving.errors import ServingError
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _NUMPY_DTYPES = {
     "DT_FLOAT": np.float32,
@@ -56,75 +64,15 @@ _NUMPY_DTYPES = {
     "DT_UINT32": np.uint32,
     "DT_UINT64": np.uint64,
     "DT_BOOL": np.bool_,
-    "DT_STRING": object,
+    "DT_STRING": codec.STRING,
 }
 
 
-class ServingError(Exception):
-    """A request the server refused: `.code` is the HTTP status or the `grpc.StatusCode`."""
-
-    def __init__(self, code, message):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-def _is_string_array(array):
-    return array.dtype == object or array.dtype.kind in "SU"
-
-
-def _array_to_json(array):
-    """numpy -> nested lists; bytes become {"b64": ...}, str stays text."""
-    if not _is_string_array(array):
-        return array.tolist()
-
-    def encode(item):
-        if isinstance(item, (bytes, np.bytes_)):
-            return {"b64": base64.b64encode(bytes(item)).decode("ascii")}
-        return str(item)
-
-    flat = np.empty(array.size, dtype=object)
-    flat[:] = [encode(item) for item in array.reshape(-1)]
-    return flat.reshape(array.shape).tolist()
-
-
-def _json_to_array(value, dtype):
-    """Nested lists -> numpy; {"b64": ...} and text become bytes when dtype is string."""
-    if dtype is object:
-        leaves = []
-
-        def walk(item):
-            if isinstance(item, list):
-                return [walk(x) for x in item]
-            leaves.append(item)
-            return len(leaves) - 1
-
-        indices = np.asarray(walk(value), dtype=np.int64)
-        decoded = [
-            base64.b64decode(v["b64"]) if isinstance(v, dict) else str(v).encode("utf-8")
-            for v in leaves
-        ]
-        flat = np.empty(len(decoded), dtype=object)
-        flat[:] = decoded
-        if indices.ndim == 0:
-            scalar = np.empty((), dtype=object)
-            scalar[()] = flat[int(indices)]
-            return scalar
-        return flat[indices]
-    return np.asarray(value, dtype=dtype)
-
-
-def _to_array(value):
-    if isinstance(value, (bytes, str)):
-        value = [value]
-    array = np.asarray(value)
-    if array.dtype.kind in "SU":
-        converted = np.empty(array.size, dtype=object)
-        converted[:] = [
-            x if isinstance(x, bytes) else str(x).encode("utf-8") for x in array.reshape(-1)
-        ]
-        array = converted.reshape(array.shape)
-    return array
+def _json_to_array(value, dtype, name):
+    """An output's JSON as numpy (`codec.json_to_array`; plain numpy when the dtype is unknown)."""
+    if dtype is None:
+        return np.asarray(value)
+    return codec.json_to_array(value, dtype, name)
 
 
 class RestClient:
@@ -163,7 +111,7 @@ class RestClient:
                 message = json.loads(raw)["error"]
             except (ValueError, KeyError, TypeError):
                 message = raw.decode("utf-8", "replace")
-            raise ServingError(e.code, message) from None
+            raise ServingError(message, code=e.code) from None
 
     def status(self, version=None):
         """The model status JSON (`{"model_version_status": [...]}`)."""
@@ -178,7 +126,7 @@ class RestClient:
         if key not in self._output_dtypes:
             signatures = self.metadata(version)["metadata"]["signature_def"]["signature_def"]
             if signature_name not in signatures:
-                raise ServingError(404, f"no signature '{signature_name}' in the model")
+                raise ServingError(f"no signature '{signature_name}' in the model", code=404)
             outputs = signatures[signature_name].get("outputs", {})
             self._output_dtypes[key] = {
                 name: _NUMPY_DTYPES.get(info.get("dtype"), None) for name, info in outputs.items()
@@ -190,12 +138,13 @@ class RestClient:
         output_dtypes = self._signature_outputs(signature_name, version)
         body = {
             "signature_name": signature_name,
-            "inputs": {k: _array_to_json(_to_array(v)) for k, v in inputs.items()},
+            "inputs": {k: codec.array_to_json(codec.to_array(v), text_strings=False)
+                       for k, v in inputs.items()},
         }
         outputs = self._request(self._url(version, ":predict"), body)["outputs"]
         if len(output_dtypes) == 1:  # TF Serving omits the name of a lone output.
             outputs = {next(iter(output_dtypes)): outputs}
-        return {k: _json_to_array(v, output_dtypes.get(k)) for k, v in outputs.items()}
+        return {k: _json_to_array(v, output_dtypes.get(k), k) for k, v in outputs.items()}
 
 
 class GrpcClient:
@@ -247,7 +196,7 @@ class GrpcClient:
         try:
             return method(request, timeout=self.timeout)
         except self._grpc.RpcError as e:
-            raise ServingError(e.code(), e.details()) from None
+            raise ServingError(e.details(), code=e.code()) from None
 
     def metadata(self, version=None):
         """The same JSON shape as `RestClient.metadata()`, from `GetModelMetadata`."""
@@ -278,7 +227,7 @@ class GrpcClient:
         request = predict_pb2.PredictRequest()
         self._fill_spec(request.model_spec, version, signature_name)
         for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(_to_array(value)))
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(codec.to_array(value)))
         response = self._call(self.stub.Predict, request)
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
@@ -331,7 +280,7 @@ def main(argv=None):
             if not inputs:
                 parser.error("give at least one --input or --input-file (or --metadata)")
             outputs = client.predict(inputs, args.signature_name, args.version)
-            result = {k: _array_to_json(v) for k, v in outputs.items()}
+            result = {k: codec.array_to_json(v, text_strings=False) for k, v in outputs.items()}
     except ServingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

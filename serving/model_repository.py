@@ -28,8 +28,8 @@ memory and never wait on a load. A new version is loaded *before* any older one 
 a version whose directory disappears is unloaded. TF Serving's default policy is "latest 1";
 pass `num_versions=1` to get it.
 
-The `ServingError` family defined here is shared by the REST and gRPC front ends in
-`serving/server.py`: each error carries its HTTP status and gRPC status-code name.
+Lookups raise `serving.errors.NotFoundError` (HTTP 404, gRPC NOT_FOUND) for unknown models,
+versions and signatures.
 """
 
 import dataclasses
@@ -43,33 +43,16 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
+from serving.errors import DEFAULT_SIGNATURE
+from serving.errors import InvalidArgumentError  # noqa: F401 (re-exported)
+from serving.errors import NotFoundError
+from serving.errors import PayloadTooLargeError  # noqa: F401 (re-exported)
+from serving.errors import ServingError  # noqa: F401 (re-exported)
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
 _VERSION_NAME = re.compile(r"[0-9]+")
 _GRAPH_FILES = ("saved_model.pb", "saved_model.pbtxt")
-
-
-class ServingError(Exception):
-    """Base class of errors returned to clients; subclasses pick the status codes."""
-
-    http_status = 500
-    grpc_code = "INTERNAL"
-
-
-class InvalidArgumentError(ServingError):
-    http_status = 400
-    grpc_code = "INVALID_ARGUMENT"
-
-
-class NotFoundError(ServingError):
-    http_status = 404
-    grpc_code = "NOT_FOUND"
-
-
-class PayloadTooLargeError(ServingError):
-    http_status = 413
-    grpc_code = "RESOURCE_EXHAUSTED"
 
 
 def _is_ignored(name):

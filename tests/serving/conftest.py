@@ -1,7 +1,16 @@
-"""Fixtures for the serving tests: a tiny exported two-input model and a live server process."""
+"""Fixtures for the serving tests: a real export of a tiny trained fusion model, and live servers.
+
+`real_export` trains the AV-MNIST early-fusion model for one epoch on the small real slice
+(in-process, tiny encoders) and exports it with `python -m serving.export --format savedmodel`,
+exactly as a user does: a SavedModel with presence flags and the three signatures
+(`serving_default`, `serve_raw`, `serve_examples`). It is built once per session and never
+modified; tests that change a model directory work on a copy (`served_copy`).
+"""
 
 import dataclasses
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -10,93 +19,110 @@ import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MAX_PAYLOAD_BYTES = 200_000
-SERVER_START_TIMEOUT = 60.0
+MAX_PAYLOAD_BYTES = 2_000_000
+SERVER_START_TIMEOUT = 90.0
+TINY = [
+    "trainer.epochs=1",
+    "trainer.verbose=0",
+    "data.batch_size=16",
+    "runtime.distribution=default",
+    "runtime.cpu_replicas=1",
+    "model.image_encoder.filters=[8]",
+    "model.audio_encoder.filters=[8]",
+    "model.image_encoder.embedding_dim=16",
+    "model.audio_encoder.embedding_dim=16",
+    "model.head_units=[16]",
+]
+ROWS = 4  # real test rows used as inputs
 
 
-def _build_tiny_model(seed):
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    image = keras.Input((4, 4, 1), name="image")
-    audio = keras.Input((16,), name="audio")
-    features = keras.layers.Concatenate()([keras.layers.Flatten()(image), audio])
-    hidden = keras.layers.Dense(8, activation="relu")(features)
-    probabilities = keras.layers.Dense(3, activation="softmax", name="probabilities")(hidden)
-    return keras.Model({"image": image, "audio": audio}, probabilities, name="tiny")
-
-
-def _export(model, path):
-    """Exports `serving_default` (float tensors) and `serving_bytes` (PNG bytes + audio)."""
-    import keras
-    import tensorflow as tf
-
-    def serve(image, audio):
-        p = model({"image": image, "audio": audio}, training=False)
-        return {"probabilities": p, "class_id": tf.argmax(p, axis=-1)}
-
-    def serve_bytes(image_bytes, audio):
-        def decode(png):
-            return tf.cast(tf.io.decode_png(png, channels=1), tf.float32) / 255.0
-
-        images = tf.map_fn(
-            decode, image_bytes, fn_output_signature=tf.TensorSpec([None, None, 1], tf.float32)
-        )
-        return serve(tf.ensure_shape(images, [None, 4, 4, 1]), audio)
-
-    audio_spec = tf.TensorSpec([None, 16], tf.float32, name="audio")
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        "serving_default",
-        serve,
-        input_signature=[tf.TensorSpec([None, 4, 4, 1], tf.float32, name="image"), audio_spec],
-    )
-    archive.add_endpoint(
-        "serving_bytes",
-        serve_bytes,
-        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes"), audio_spec],
-    )
-    archive.write_out(path, verbose=False)
+def _env():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
 
 
 @dataclasses.dataclass
-class TinyExport:
-    base: str  # <tmp>/base, holding the model directory "tiny"
-    model_dir: str  # <tmp>/base/tiny
-    model_v1: object  # Keras model exported as version 1
-    staged_v2: str  # a second export (other weights), outside base, for hot-reload tests
-    model_v2: object
-    images: np.ndarray  # float32 [2, 4, 4, 1]
-    audio: np.ndarray  # float32 [2, 16]
-    pngs: list  # PNG bytes of images_uint8
-    png_images: np.ndarray  # float32 [2, 4, 4, 1] = decoded pngs / 255
+class RealExport:
+    model_dir: pathlib.Path  # the trained model directory
+    savedmodel_root: pathlib.Path  # DIR/export/savedmodel (models.config + <name>/<version>)
+    name: str  # the TF Serving model name
+    version_dir: pathlib.Path  # <root>/<name>/1
+    inputs: dict  # serving_default inputs of ROWS real test rows (image, audio, flags)
+    raw: dict  # serve_raw inputs of the same rows (PNG and WAV bytes, flags)
+    examples: np.ndarray  # serialized tf.Examples of the same rows (object array)
+
+    def expected(self, signature, inputs):
+        """The outputs of calling the exported signature in-process (what the server must send)."""
+        import tensorflow as tf
+
+        function = _loaded(str(self.version_dir)).signatures[signature]
+        specs = function.structured_input_signature[1]
+        out = function(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
+        return {k: v.numpy() for k, v in out.items()}
+
+
+_LOADED = {}
+
+
+def _loaded(path):
+    import tensorflow as tf
+
+    if path not in _LOADED:
+        _LOADED[path] = tf.saved_model.load(path)
+    return _LOADED[path]
+
+
+def _test_rows(data_dir, count):
+    import csv
+
+    with open(data_dir / "manifest.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    return rows[:count]
 
 
 @pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory):
+def real_export(avmnist_small, tmp_path_factory):
     import tensorflow as tf
 
-    root = tmp_path_factory.mktemp("serving")
-    base = root / "base"
-    model_v1 = _build_tiny_model(seed=1)
-    _export(model_v1, str(base / "tiny" / "1"))
-    model_v2 = _build_tiny_model(seed=2)
-    _export(model_v2, str(root / "staged_v2"))
+    from mmkeras.configs import load_config
+    from mmkeras.data import example_schema
+    from training.trainer import train
 
-    rng = np.random.default_rng(0)
-    images_uint8 = rng.integers(0, 256, size=(2, 4, 4, 1), dtype=np.uint8)
-    return TinyExport(
-        base=str(base),
-        model_dir=str(base / "tiny"),
-        model_v1=model_v1,
-        staged_v2=str(root / "staged_v2"),
-        model_v2=model_v2,
-        images=rng.normal(size=(2, 4, 4, 1)).astype(np.float32),
-        audio=rng.normal(size=(2, 16)).astype(np.float32),
-        pngs=[tf.io.encode_png(img).numpy() for img in images_uint8],
-        png_images=images_uint8.astype(np.float32) / 255.0,
+    model_dir = tmp_path_factory.mktemp("served") / "early_fusion"
+    config = load_config(
+        pathlib.Path(REPO_ROOT) / "training/configs/avmnist/early_fusion.yaml",
+        TINY + [f"data.data_dir={avmnist_small}"],
     )
+    train(config, model_dir)
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.export", "--model-dir", str(model_dir),
+         "--format", "savedmodel"],
+        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    root = model_dir / "export" / "savedmodel"
+    name = config.model.name
+    version_dir = root / name / "1"
+    assert (version_dir / "saved_model.pb").is_file()
+
+    rows = _test_rows(pathlib.Path(avmnist_small), ROWS)
+    images = [(pathlib.Path(avmnist_small) / r["image"]).read_bytes() for r in rows]
+    audio = [(pathlib.Path(avmnist_small) / r["audio"]).read_bytes() for r in rows]
+    ones = np.ones(len(rows), np.float32)
+    raw = {"image_bytes": np.array(images, dtype=object),
+           "audio_bytes": np.array(audio, dtype=object),
+           "image_present": ones, "audio_present": ones}
+    specs = _loaded(str(version_dir)).signatures["serving_default"].structured_input_signature[1]
+    shapes = {m: tuple(specs[m].shape[1:]) for m in ("image", "audio")}
+    decoded = example_schema.decode_batch(
+        {"image": tf.constant(images), "audio": tf.constant(audio)},
+        {"image": tf.constant(ones), "audio": tf.constant(ones)}, shapes)
+    inputs = {k: v.numpy() for k, v in decoded.items()}
+    examples = np.empty(len(rows), dtype=object)
+    examples[:] = [example_schema.to_example(image=i, audio=a).SerializeToString()
+                   for i, a in zip(images, audio)]
+    return RealExport(model_dir, root, name, version_dir, inputs, raw, examples)
 
 
 @dataclasses.dataclass
@@ -116,15 +142,10 @@ def start_server(args, log_dir):
     """Starts `python -m serving.server ARGS` and waits for its READY line."""
     stdout_path = os.path.join(log_dir, "server.stdout")
     stderr_path = os.path.join(log_dir, "server.stderr")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "serving.server", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=err,
+            cwd=REPO_ROOT, env=_env(), stdout=out, stderr=err,
         )
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while time.monotonic() < deadline:
@@ -154,21 +175,21 @@ def stop_server(process):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_export, tmp_path_factory):
+def served_copy(real_export, tmp_path_factory):
+    """A private copy of the export's model directory (`<base>/<name>/1`), for tests that add
+    or break versions."""
+    base = tmp_path_factory.mktemp("base")
+    shutil.copytree(real_export.version_dir, base / real_export.name / "1")
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(served_copy, tmp_path_factory):
+    """The server (defaults: aiohttp, batching on) on a private copy of the real export."""
     log_dir = tmp_path_factory.mktemp("server_logs")
     proc = start_server(
-        [
-            "--model-base-path",
-            tiny_export.base,
-            "--rest-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--poll-seconds",
-            "0.5",
-            "--max-payload-bytes",
-            str(MAX_PAYLOAD_BYTES),
-        ],
+        ["--model-base-path", str(served_copy), "--rest-port", "0", "--grpc-port", "0",
+         "--poll-seconds", "0.5", "--max-payload-bytes", str(MAX_PAYLOAD_BYTES)],
         str(log_dir),
     )
     try:
