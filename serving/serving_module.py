@@ -53,8 +53,9 @@ import tensorflow as tf
 
 from mmkeras import features
 from mmkeras.data import example_schema
+from serving.errors import DEFAULT_SIGNATURE
 
-SERVING_DEFAULT = "serving_default"
+SERVING_DEFAULT = DEFAULT_SIGNATURE  # one name for the package (serving/errors.py)
 SERVE_RAW = "serve_raw"
 SERVE_EXAMPLES = "serve_examples"
 SIGNATURES = (SERVING_DEFAULT, SERVE_RAW, SERVE_EXAMPLES)
