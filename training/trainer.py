@@ -222,8 +222,9 @@ def load_data(config):
     dataset_dir = dataset_dir_for(config.data)
     splits = load_splits(config, dataset_dir)
     for split, (columns, rep) in splits.items():
-        if rep.skipped or rep.masked:
-            print(f"[data] {split}: skipped {rep.skipped} rows, masked {rep.masked}; "
+        if rep.skipped or rep.masked or rep.unknown_split:
+            print(f"[data] {split}: skipped {rep.skipped} rows, masked {rep.masked}, "
+                  f"{rep.unknown_split} rows with an unknown split; "
                   f"first problems: {rep.problems[:3]}")
         if len(columns["label"]) == 0:
             raise ValueError(f"The {split} split of {dataset_dir} has no usable rows.")
