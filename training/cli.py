@@ -3,11 +3,14 @@
 import argparse
 import sys
 
+from mmkeras import errors
+
 
 def experiment_parser(description,
                       fresh_help="delete the model directory's previous contents first"):
     """An `ArgumentParser` with the options every training script takes: `--config`,
-    `--model-dir`, `--set KEY=VALUE` (repeatable) and `--fresh`; add the script's own."""
+    `--model-dir`, `--set KEY=VALUE` (repeatable), `--fresh`, `--debug` and `--verbose`
+    (`mmkeras.errors`); add the script's own."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -16,7 +19,7 @@ def experiment_parser(description,
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. trainer.epochs=3 (repeatable)")
     parser.add_argument("--fresh", action="store_true", help=fresh_help)
-    return parser
+    return errors.add_flags(parser)
 
 
 def load_config_or_none(loader, path, overrides):

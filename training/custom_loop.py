@@ -37,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.configs import ConfigError
 from mmkeras.models import build_classifier
 from training import report as report_lib
 from training import runtime
@@ -178,7 +179,7 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
     replicas = strategy.num_replicas_in_sync
     global_batch = config.data.batch_size
     if global_batch % replicas:
-        raise ValueError(
+        raise ConfigError(
             f"data.batch_size={global_batch} (the global batch) must be divisible by the "
             f"{replicas} replicas."
         )

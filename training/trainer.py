@@ -41,6 +41,7 @@ from mmkeras import features
 from mmkeras.configs import ConfigError
 from mmkeras.configs import save_config
 from mmkeras.configs import to_dict
+from mmkeras.data import DataError
 from mmkeras.data import load_split
 from mmkeras.data import make_dataset
 from mmkeras.data.preprocessing import Preprocessing
@@ -227,7 +228,7 @@ def load_data(config):
                   f"{rep.unknown_split} rows with an unknown split; "
                   f"first problems: {rep.problems[:3]}")
         if len(columns["label"]) == 0:
-            raise ValueError(f"The {split} split of {dataset_dir} has no usable rows.")
+            raise DataError(f"The {split} split of {dataset_dir} has no usable rows.")
     modalities = sorted(config.model.modalities)
     preprocessing = None
     if {"text", "tabular"} & set(modalities):
@@ -313,6 +314,7 @@ def fit(config, model_dir, strategy, data):
         steps_per_epoch=config.trainer.steps_per_epoch,
         callbacks=callbacks,
         verbose=config.trainer.verbose,
+        shuffle=False,  # train_ds shuffles (data.shuffle_buffer); fit cannot shuffle a Dataset
     )
     return TrainingRun(
         model=model,

@@ -13,8 +13,10 @@ import typing
 
 import yaml
 
+from mmkeras.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config file or override is invalid."""
 
 

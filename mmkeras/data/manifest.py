@@ -32,6 +32,8 @@ import wave
 import numpy as np
 from PIL import Image
 
+from mmkeras.errors import UserError
+
 POLICIES = ("error", "skip", "mask")
 SPLITS = ("train", "validation", "test")
 # Keys of a per-modality `bad_input` dict besides the modalities (a label or a split cannot be
@@ -44,7 +46,7 @@ VIDEO_FILE_SUFFIXES = (".mp4", ".m4v", ".webm", ".avi", ".mov", ".mkv")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A manifest row or one of its files is unusable."""
 
 

@@ -18,8 +18,10 @@ import tarfile
 import tempfile
 import zipfile
 
+from mmkeras.errors import UserError
 
-class DatasetError(RuntimeError):
+
+class DatasetError(UserError, RuntimeError):
     """A dataset could not be fetched, verified or built."""
 
 
