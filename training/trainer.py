@@ -55,6 +55,7 @@ from training import runtime
 from training.callbacks import AtomicBackupAndRestore
 from training.callbacks import BestModelCheckpoint
 from training.callbacks import HParamsLogger
+from training.callbacks import WallClock
 from training.monitoring import make_monitor
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,9 @@ class TrainingRun:
     is_chief: bool = True
     num_workers: int = 1
     jit_compile: typing.Any = False
+    # Earlier runs of a resumed training (`training.callbacks.WallClock`).
+    previous_seconds: float = 0.0
+    runs: int = 1
 
 
 def prepare_model_dir(model_dir, fresh):
@@ -303,7 +307,8 @@ def fit(config, model_dir, strategy, data):
                 mode=monitor_mode(config.trainer.monitor),
             )
         )
-    callbacks.append(AtomicBackupAndRestore(backup_dir))
+    wall_clock = WallClock(model_dir)
+    callbacks += [wall_clock, AtomicBackupAndRestore(backup_dir)]
 
     _announce(config, data, strategy)
     start = time.time()
@@ -321,6 +326,8 @@ def fit(config, model_dir, strategy, data):
         epochs_run=len(history.history.get("loss", [])),
         seconds=time.time() - start,
         jit_compile=jit_compile,
+        previous_seconds=wall_clock.previous_seconds,
+        runs=wall_clock.runs,
     )
 
 
@@ -405,7 +412,10 @@ def build_report(config, model_dir, strategy, data, run, best, test):
         "best_validation": json.loads(best_json.read_text()) if best_json.is_file() else None,
         "epochs": len(history_all.get("epoch", [])) or run.epochs_run,
         "epochs_this_run": run.epochs_run,
-        "wall_seconds": round(run.seconds, 2),
+        # Every run of a resumed training; `wall_seconds_this_run`: this one.
+        "wall_seconds": round(run.previous_seconds + run.seconds, 2),
+        "wall_seconds_this_run": round(run.seconds, 2),
+        "runs": run.runs,
         "samples_per_second": round(samples_per_epoch * run.epochs_run / run.seconds, 1)
         if run.epochs_run else None,
         "replicas": replicas,
