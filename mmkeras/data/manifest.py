@@ -343,7 +343,8 @@ def read_manifest(
     """
     manifest_path = pathlib.Path(manifest_path)
     root = manifest_path.parent
-    checkers = dict(CHECKERS, **(checkers or {}))
+    # Each file is checked once per call (AV-MNIST rows share audio clips).
+    checkers = {m: _once(check) for m, check in dict(CHECKERS, **(checkers or {})).items()}
     report = ManifestReport(manifest=str(manifest_path), split=split)
     masked = collections.Counter()
     columns = collections.defaultdict(list)
@@ -437,6 +438,18 @@ def read_manifest(
             arrays[m] = np.array(columns[m], dtype=str)
         arrays[f"{m}_present"] = np.array(columns[f"{m}_present"], dtype=np.float32)
     return arrays, report
+
+
+def _once(check):
+    results = {}
+
+    def cached(path):
+        key = str(path)
+        if key not in results:
+            results[key] = check(path)
+        return results[key]
+
+    return cached
 
 
 def _empty_value(modality, num_numeric, num_categorical):
