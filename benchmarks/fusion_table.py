@@ -66,7 +66,8 @@ def run(method, seed, args, out):
     row = {
         "accuracy": report["test"]["accuracy"],
         "parameters": report["parameters"],
-        "seconds_per_epoch": report["wall_seconds"] / max(report["epochs_this_run"], 1),
+        "seconds_per_epoch": report.get("wall_seconds_this_run", report["wall_seconds"])
+        / max(report["epochs_this_run"], 1),
         "epochs": report["epochs"],
     }
     if seed == args.seeds[0] and not args.no_export:

@@ -1,7 +1,9 @@
 """mmkeras: multimodal learning for Keras 3 / TensorFlow.
 
 Subpackages load on first use (`mmkeras.layers`, `mmkeras.models`, ...), so that commands that
-need no TensorFlow (dataset preparation, config checks) start fast.
+need no TensorFlow (dataset preparation, config checks) start fast. Every serializable class is
+registered with Keras as soon as Keras is imported (`mmkeras.registration`): after
+`import mmkeras`, `keras.saving.load_model("model.keras")` works.
 """
 
 import importlib
@@ -15,3 +17,8 @@ def __getattr__(name):
     if name in _SUBPACKAGES:
         return importlib.import_module(f"mmkeras.{name}")
     raise AttributeError(f"module 'mmkeras' has no attribute '{name}'")
+
+
+from mmkeras import registration as _registration  # noqa: E402  (after the names above)
+
+_registration.install()

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import pathlib
+import time
 
 import keras
 import numpy as np
@@ -86,6 +87,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(str(self.backup_path / state["weights"]))
         self.model._initial_epoch = int(state["epoch"])
+        print(f"[train] resumed from {self.backup_path} after epoch {int(state['epoch'])}",
+              flush=True)
 
 
 def _read_json(path):
@@ -98,6 +101,47 @@ def _read_json(path):
 def write_json_atomic(path, payload):
     """Writes JSON to a temp file beside `path`, flushes it to disk, then renames it."""
     model_dir_lib.write_json(path, payload, indent=None)
+
+
+class WallClock(keras.callbacks.Callback):
+    """Training seconds summed over every run of a model directory (a killed and resumed
+    training counts each run's time up to its last completed epoch, then the final run's).
+
+    `DIR/wall_time.json` holds `runs`, `previous_runs_seconds` and `this_run_seconds`; it is
+    rewritten (atomically) when training begins, after every epoch and at the end. The chief
+    owns it (`training/custom_loop.py` gives it to the chief only).
+    """
+
+    FILE = "wall_time.json"
+
+    def __init__(self, model_dir):
+        super().__init__()
+        self.path = pathlib.Path(model_dir) / self.FILE
+        state = _read_json(self.path) or {}
+        self.previous_seconds = float(state.get("previous_runs_seconds", 0.0)) + float(
+            state.get("this_run_seconds", 0.0))
+        self.runs = int(state.get("runs", 0)) + 1
+        self.start = time.time()
+
+    def elapsed(self):
+        return time.time() - self.start
+
+    def _write(self):
+        write_json_atomic(self.path, {
+            "runs": self.runs,
+            "previous_runs_seconds": round(self.previous_seconds, 3),
+            "this_run_seconds": round(self.elapsed(), 3),
+        })
+
+    def on_train_begin(self, logs=None):
+        self.start = time.time()
+        self._write()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._write()
+
+    def on_train_end(self, logs=None):
+        self._write()
 
 
 class HParamsLogger(keras.callbacks.Callback):

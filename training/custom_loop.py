@@ -37,11 +37,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.configs import ConfigError
 from mmkeras.models import build_classifier
 from training import report as report_lib
 from training import runtime
 from training.callbacks import BestModelCheckpoint
 from training.callbacks import HParamsLogger
+from training.callbacks import WallClock
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -178,7 +180,7 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
     replicas = strategy.num_replicas_in_sync
     global_batch = config.data.batch_size
     if global_batch % replicas:
-        raise ValueError(
+        raise ConfigError(
             f"data.batch_size={global_batch} (the global batch) must be divisible by the "
             f"{replicas} replicas."
         )
@@ -222,9 +224,12 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, patience=config.trainer.early_stopping_patience,
             mode=monitor_mode(monitor)))
+    wall_clock = None
     if is_chief:
         report_lib.truncate_history(model_dir / "history.csv", epochs_done)
+        wall_clock = WallClock(model_dir)
         callbacks += [
+            wall_clock,
             keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
             BestModelCheckpoint(model_dir / "checkpoints" / "best.keras", monitor=monitor,
                                 mode=monitor_mode(monitor)),
@@ -275,4 +280,6 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
         is_chief=is_chief,
         num_workers=num_workers,
         jit_compile=config.runtime.jit_compile is True,
+        previous_seconds=wall_clock.previous_seconds if wall_clock else 0.0,
+        runs=wall_clock.runs if wall_clock else 1,
     )

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from mmkeras import errors
+
 EXPERIMENTS = ("image_only", "audio_only", "early_fusion", "late_fusion")
 CONFIG_DIR = pathlib.Path(__file__).parent / "configs" / "avmnist"
 
@@ -63,6 +65,7 @@ def results_table(rows):
     return "\n".join(lines)
 
 
+@errors.command_line
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", default="runs/avmnist")
@@ -70,6 +73,7 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override applied to every experiment (repeatable)")
     parser.add_argument("--retrain", action="store_true", help="train even if a report exists")
+    errors.add_flags(parser)
     args = parser.parse_args(argv)
 
     from mmkeras.configs import load_config

@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from mmkeras import errors
+
 
 def load_examples(config, split="test", max_examples=None, batch_size=256, start=0, threads=1):
     """A split of the model directory's dataset as `(feature dict of numpy arrays, labels)`.
@@ -225,6 +227,7 @@ def missing_table(payloads):
     return "\n".join(lines)
 
 
+@errors.command_line
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -240,6 +243,7 @@ def main(argv=None):
     parser.add_argument("--levels", type=float, nargs="+", default=None,
                         help="missing fractions / severities (default 0 .25 .5 .75 1)")
     parser.add_argument("--seed", type=int, default=0)
+    errors.add_flags(parser)
     args = parser.parse_args(argv)
 
     payloads = []

@@ -25,6 +25,8 @@ import sys
 
 import numpy as np
 
+from mmkeras import errors
+
 
 def _plt():
     import matplotlib
@@ -214,6 +216,7 @@ def explain(model_dir, index, out=None, split="test", target="predicted", steps=
     return summary, out
 
 
+@errors.command_line
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,6 +227,7 @@ def main(argv=None):
     parser.add_argument("--target", default="predicted",
                         help="'predicted' (default), 'label' or a class id")
     parser.add_argument("--steps", type=int, default=64, help="integrated-gradients path points")
+    errors.add_flags(parser)
     args = parser.parse_args(argv)
     try:
         summary, out = explain(args.model_dir, args.index, args.out, args.split, args.target,

@@ -4,10 +4,16 @@ Call `configure_devices` before TensorFlow runs its first op: logical CPU device
 created after the runtime has initialised.
 """
 
+import json
 import logging
+import os
+import socket
+import time
 
 import keras
 import tensorflow as tf
+
+from mmkeras.configs import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ def make_strategy(runtime_config):
     """MirroredStrategy over all GPUs, else over the logical CPU devices; MultiWorkerMirrored
     from `TF_CONFIG`; or the default strategy."""
     if runtime_config.distribution == "multi_worker":
+        wait_for_peers(getattr(runtime_config, "worker_timeout_s", None))
         return make_multi_worker_strategy()
     configure_devices(runtime_config)
     if runtime_config.distribution == "default":
@@ -68,6 +75,83 @@ def make_strategy(runtime_config):
         # NCCL is GPU-only; reduce on the host.
         cross_device_ops = tf.distribute.ReductionToOneDevice(reduce_to_device=devices[0])
     return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=cross_device_ops)
+
+
+class PeersUnreachableError(ConfigError):
+    """A multi-worker job whose workers could not all reach each other in time."""
+
+
+def _cluster_from_tf_config():
+    """`(this task's address, [(name, address) of every other task])` from `TF_CONFIG`, or
+    None outside a cluster."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    spec = json.loads(raw)
+    task = spec.get("task", {})
+    own, others = None, []
+    for job, addresses in spec.get("cluster", {}).items():
+        for index, address in enumerate(addresses):
+            if job == task.get("type") and index == task.get("index"):
+                own = address
+            else:
+                others.append((f"{job} {index}", address))
+    return own, others
+
+
+def _split(address):
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _reachable(address):
+    try:
+        with socket.create_connection(_split(address), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_peers(timeout_s, poll_s=0.5):
+    """Waits until every other task of `TF_CONFIG` accepts connections on its port, at most
+    `timeout_s` seconds (None: no limit), then returns; raises `PeersUnreachableError`
+    naming the ones it could not reach.
+
+    TensorFlow's own start-up (`MultiWorkerMirroredStrategy`) waits for missing peers without
+    a limit, inside a C++ call that holds the GIL, so the wait happens here, before it. Meanwhile
+    this worker listens on its own port, so that its peers, which check the same way, see it;
+    the port is released just before TensorFlow's server takes it.
+    """
+    cluster = _cluster_from_tf_config()
+    if cluster is None or cluster[0] is None or not cluster[1]:
+        return
+    own, others = cluster
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", _split(own)[1]))
+    except OSError as e:
+        listener.close()
+        raise PeersUnreachableError(f"cannot listen on this worker's address {own}: {e}") from None
+    listener.listen(16)
+    deadline = None if timeout_s is None else time.time() + float(timeout_s)
+    missing = list(others)
+    try:
+        while True:
+            missing = [(name, address) for name, address in missing if not _reachable(address)]
+            if not missing:
+                return
+            if deadline is not None and time.time() >= deadline:
+                raise PeersUnreachableError(
+                    f"worker {own} could not reach "
+                    + ", ".join(f"{name} ({address})" for name, address in missing)
+                    + f" within {float(timeout_s):g} s (runtime.worker_timeout_s): start every "
+                    "worker with the same --workers list, and check that these ports are "
+                    "reachable from here."
+                )
+            time.sleep(poll_s)
+    finally:
+        listener.close()
 
 
 def make_multi_worker_strategy():

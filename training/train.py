@@ -33,6 +33,8 @@ import json
 import os
 import sys
 
+from mmkeras import errors
+
 
 def parse_args(argv=None):
     from training.cli import experiment_parser
@@ -58,10 +60,10 @@ def cluster_env(workers, worker_index):
     return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": worker_index}})
 
 
+@errors.command_line
 def main(argv=None):
     args = parse_args(argv)
     from mmkeras.configs import load_config
-    from training.cli import load_config_or_none
 
     overrides = list(args.set)
     if args.workers is not None or args.worker_index is not None:
@@ -71,20 +73,13 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
             return 2
         overrides.insert(0, "runtime.distribution=multi_worker")
-    config = load_config_or_none(load_config, args.config, overrides)
-    if config is None:
-        return 2
+    # A ConfigError (a bad key or value) stops here, before the model directory is touched.
+    config = load_config(args.config, overrides)
     # Devices must be configured before TensorFlow starts; the trainer does it first.
-    from mmkeras.configs import ConfigError
     from training.trainer import train
 
-    try:
-        train(config, args.model_dir, fresh=args.fresh)
-    except ConfigError as e:  # e.g. a model.init_from directory that is not there
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    train(config, args.model_dir, fresh=args.fresh)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

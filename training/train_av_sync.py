@@ -44,6 +44,8 @@ import pathlib
 import sys
 import time
 
+from mmkeras import errors
+
 
 def parse_args(argv=None):
     from training.cli import experiment_parser
@@ -422,6 +424,7 @@ def summary_lines(report):
     return lines
 
 
+@errors.command_line
 def main(argv=None):
     args = parse_args(argv)
     from training.av_sync_config import load_av_sync_config

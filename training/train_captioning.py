@@ -41,6 +41,8 @@ import re
 import sys
 import time
 
+from mmkeras import errors
+
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<start>", "<end>")
 PAD, UNK, START, END = range(4)
 VOCAB_FILE = "caption_vocab.txt"
@@ -492,6 +494,7 @@ def summary_lines(report):
     return lines
 
 
+@errors.command_line
 def main(argv=None):
     args = parse_args(argv)
     from training.captioning_config import load_captioning_config

@@ -42,6 +42,8 @@ no moment matching: the discriminator learns, but does not shape the encoders). 
 import sys
 import time
 
+from mmkeras import errors
+
 
 def parse_args(argv=None):
     from training.cli import experiment_parser
@@ -469,6 +471,7 @@ def format_table(report):
     return "\n".join(rows)
 
 
+@errors.command_line
 def main(argv=None):
     args = parse_args(argv)
     from training.cli import run_experiment

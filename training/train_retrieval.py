@@ -45,6 +45,9 @@ import pathlib
 import sys
 import time
 
+from mmkeras import errors
+from mmkeras.configs import ConfigError
+
 
 def parse_args(argv=None):
     from training.cli import experiment_parser
@@ -77,7 +80,7 @@ def make_pair_loss(cross_modal, modalities):
             num_components=cross_modal.cca_components,
             regularization=cross_modal.cca_regularization, embedding_keys=keys,
         )
-    raise ValueError(f"Unknown cross_modal.loss '{cross_modal.loss}'. Known: clip, siglip, cca.")
+    raise ConfigError(f"Unknown cross_modal.loss '{cross_modal.loss}'. Known: clip, siglip, cca.")
 
 
 EVAL_SPACES = ("embedding", "canonical")
@@ -108,7 +111,7 @@ def distinct_item_rows(columns, modalities):
 def resolve_eval_space(cross_modal):
     space = cross_modal.eval_space or ("canonical" if cross_modal.loss == "cca" else "embedding")
     if space not in EVAL_SPACES:
-        raise ValueError(f"cross_modal.eval_space must be one of {EVAL_SPACES} or null, got {space!r}.")
+        raise ConfigError(f"cross_modal.eval_space must be one of {EVAL_SPACES} or null, got {space!r}.")
     return space
 
 
@@ -212,7 +215,7 @@ def train(config, model_dir, fresh=False, evaluate_only=False):
     cross_modal = config.cross_modal
     modalities = sorted(config.model.modalities)
     if len(modalities) != 2:
-        raise ValueError(f"A dual encoder takes two modalities, got model.modalities={modalities}.")
+        raise ConfigError(f"A dual encoder takes two modalities, got model.modalities={modalities}.")
 
     dataset_dir = dataset_dir_for(config.data)
     info = dataset_info(dataset_dir)
@@ -222,7 +225,9 @@ def train(config, model_dir, fresh=False, evaluate_only=False):
     }
     for split, split_columns in columns.items():
         if len(split_columns["label"]) == 0:
-            raise ValueError(f"The {split} split of {dataset_dir} has no usable rows.")
+            from mmkeras.data import DataError
+
+            raise DataError(f"The {split} split of {dataset_dir} has no usable rows.")
     # Text -> token ids in tf.data, with a vocabulary adapted on the training split only
     # (saved as DIR/vocab.txt; --evaluate-only reloads it instead of adapting again).
     preprocessing = None
@@ -404,6 +409,7 @@ def summary_lines(report):
     return lines
 
 
+@errors.command_line
 def main(argv=None):
     args = parse_args(argv)
     from training.cli import run_experiment

@@ -26,6 +26,9 @@ import itertools
 import sys
 import time
 
+from mmkeras import errors
+from mmkeras.configs import ConfigError
+
 CONDITIONS = {"both": ("image", "audio"), "image_only": ("image",), "audio_only": ("audio",)}
 
 
@@ -110,7 +113,7 @@ def train(config, model_dir, fresh=False):
     save_config(config, model_dir / "config.yaml")
     modalities = sorted(config.model.modalities)
     if modalities != ["audio", "image"]:
-        raise ValueError(f"train_shared_autoencoder takes image and audio, got {modalities}.")
+        raise ConfigError(f"train_shared_autoencoder takes image and audio, got {modalities}.")
     dataset_dir = dataset_dir_for(config.data)
     columns = {
         s: load_split(dataset_dir, s, config.data, modalities, config.model.num_classes)[0]
@@ -128,7 +131,7 @@ def train(config, model_dir, fresh=False):
 
     cm = config.cross_modal
     if cm.autoencoder_alignment not in (None, "l2", "infonce"):
-        raise ValueError(f"cross_modal.autoencoder_alignment must be null, l2 or infonce, got {cm.autoencoder_alignment!r}.")
+        raise ConfigError(f"cross_modal.autoencoder_alignment must be null, l2 or infonce, got {cm.autoencoder_alignment!r}.")
     train_ds = with_targets(make_dataset(columns["train"], config.data, modalities, training=True))
     subsets = [s for k in range(1, len(modalities) + 1) for s in itertools.combinations(modalities, k)]
     scale = {m: 1.0 for m in modalities}
@@ -235,6 +238,7 @@ def summary_lines(report):
     return lines
 
 
+@errors.command_line
 def main(argv=None):
     args = parse_args(argv)
     from training.cli import run_experiment

@@ -41,6 +41,7 @@ from mmkeras import model_dir as model_dir_lib
 from mmkeras.configs import ConfigError
 from mmkeras.configs import save_config
 from mmkeras.configs import to_dict
+from mmkeras.data import DataError
 from mmkeras.data import load_split
 from mmkeras.data import make_dataset
 from mmkeras.data.preprocessing import Preprocessing
@@ -54,6 +55,7 @@ from training import runtime
 from training.callbacks import AtomicBackupAndRestore
 from training.callbacks import BestModelCheckpoint
 from training.callbacks import HParamsLogger
+from training.callbacks import WallClock
 from training.monitoring import make_monitor
 
 log = logging.getLogger(__name__)
@@ -199,6 +201,9 @@ class TrainingRun:
     is_chief: bool = True
     num_workers: int = 1
     jit_compile: typing.Any = False
+    # Earlier runs of a resumed training (`training.callbacks.WallClock`).
+    previous_seconds: float = 0.0
+    runs: int = 1
 
 
 def prepare_model_dir(model_dir, fresh):
@@ -222,11 +227,12 @@ def load_data(config):
     dataset_dir = dataset_dir_for(config.data)
     splits = load_splits(config, dataset_dir)
     for split, (columns, rep) in splits.items():
-        if rep.skipped or rep.masked:
-            print(f"[data] {split}: skipped {rep.skipped} rows, masked {rep.masked}; "
+        if rep.skipped or rep.masked or rep.unknown_split:
+            print(f"[data] {split}: skipped {rep.skipped} rows, masked {rep.masked}, "
+                  f"{rep.unknown_split} rows with an unknown split; "
                   f"first problems: {rep.problems[:3]}")
         if len(columns["label"]) == 0:
-            raise ValueError(f"The {split} split of {dataset_dir} has no usable rows.")
+            raise DataError(f"The {split} split of {dataset_dir} has no usable rows.")
     modalities = sorted(config.model.modalities)
     preprocessing = None
     if {"text", "tabular"} & set(modalities):
@@ -301,7 +307,8 @@ def fit(config, model_dir, strategy, data):
                 mode=monitor_mode(config.trainer.monitor),
             )
         )
-    callbacks.append(AtomicBackupAndRestore(backup_dir))
+    wall_clock = WallClock(model_dir)
+    callbacks += [wall_clock, AtomicBackupAndRestore(backup_dir)]
 
     _announce(config, data, strategy)
     start = time.time()
@@ -312,12 +319,15 @@ def fit(config, model_dir, strategy, data):
         steps_per_epoch=config.trainer.steps_per_epoch,
         callbacks=callbacks,
         verbose=config.trainer.verbose,
+        shuffle=False,  # train_ds shuffles (data.shuffle_buffer); fit cannot shuffle a Dataset
     )
     return TrainingRun(
         model=model,
         epochs_run=len(history.history.get("loss", [])),
         seconds=time.time() - start,
         jit_compile=jit_compile,
+        previous_seconds=wall_clock.previous_seconds,
+        runs=wall_clock.runs,
     )
 
 
@@ -401,7 +411,10 @@ def build_report(config, model_dir, strategy, data, run, best, test):
         "best_validation": json.loads(best_json.read_text()) if best_json.is_file() else None,
         "epochs": len(history_all.get("epoch", [])) or run.epochs_run,
         "epochs_this_run": run.epochs_run,
-        "wall_seconds": round(run.seconds, 2),
+        # Every run of a resumed training; `wall_seconds_this_run`: this one.
+        "wall_seconds": round(run.previous_seconds + run.seconds, 2),
+        "wall_seconds_this_run": round(run.seconds, 2),
+        "runs": run.runs,
         "samples_per_second": round(samples_per_epoch * run.epochs_run / run.seconds, 1)
         if run.epochs_run else None,
         "replicas": replicas,

@@ -13,8 +13,10 @@ import typing
 
 import yaml
 
+from mmkeras.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config file or override is invalid."""
 
 
@@ -377,6 +379,8 @@ class RuntimeConfig:
         deterministic: make TensorFlow ops deterministic
             (`tf.config.experimental.enable_op_determinism`): the same seed gives the same
             run, at some speed cost.
+        worker_timeout_s: `multi_worker` only: how long a worker waits for its peers at
+            start-up; then it names the peers it cannot reach and exits (None: no limit).
     """
 
     distribution: str = "mirrored"
@@ -384,6 +388,9 @@ class RuntimeConfig:
     mixed_precision: typing.Optional[str] = None
     jit_compile: typing.Any = False
     deterministic: bool = False
+    # multi_worker: seconds a worker waits for every peer at start-up before it names the
+    # ones it cannot reach and exits (None: wait forever).
+    worker_timeout_s: typing.Optional[float] = 600.0
 
 
 @dataclasses.dataclass
@@ -528,6 +535,93 @@ def _check_tasks_and_sources(config):
     return config
 
 
+# Allowed values, checked when a config is loaded (`check_values`). One tuple per family so that
+# a new encoder or fusion adds its name in one place; the builders raise on anything else. The
+# tests check these against the builders' own registries.
+BAD_INPUT_POLICIES = ("error", "skip", "mask")
+BAD_INPUT_KEYS = ("default", "label", "split")  # besides the modalities
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DISTRIBUTIONS = ("mirrored", "multi_worker", "default")
+MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
+IMAGE_ENCODER_TYPES = ("cnn", "resnet", "application", "keras_hub")
+AUDIO_ENCODER_TYPES = ("cnn", "keras_hub")
+AUDIO_FEATURES = ("log_mel", "mfcc")
+TEXT_ENCODER_TYPES = ("gru", "lstm", "cnn", "transformer", "keras_hub")
+VIDEO_ENCODER_TYPES = ("cnn_gru", "cnn_attention", "conv3d")
+TIMESERIES_ENCODER_TYPES = ("cnn", "gru")
+FUSION_TYPES = (  # mmkeras.layers.fusion.FUSION_LAYERS, then DECISION_FUSION_LAYERS
+    "concat", "mean", "product", "weighted_sum", "bilinear", "stacking", "attention", "gated",
+    "tensor", "low_rank_tensor", "graph", "cross_modal_attention", "transformer",
+    "late", "decision",
+)
+IMPUTATIONS = ("none", "zero", "learned", "mean")
+MODALITY_NAMES = ("image", "audio", "text", "video", "tabular", "timeseries")
+
+# Dotted key -> allowed values (a key the config does not have is not checked).
+CHOICES = {
+    "trainer.optimizer": OPTIMIZERS,
+    "runtime.distribution": DISTRIBUTIONS,
+    "runtime.mixed_precision": MIXED_PRECISION,
+    "model.image_encoder.type": IMAGE_ENCODER_TYPES,
+    "model.audio_encoder.type": AUDIO_ENCODER_TYPES,
+    "model.audio_encoder.features": AUDIO_FEATURES,
+    "model.text_encoder.type": TEXT_ENCODER_TYPES,
+    "model.video_encoder.type": VIDEO_ENCODER_TYPES,
+    "model.timeseries_encoder.type": TIMESERIES_ENCODER_TYPES,
+    "model.fusion.type": FUSION_TYPES,
+    "model.missing.imputation": IMPUTATIONS,
+}
+# Keys that must be > 0 (None, where allowed, passes).
+POSITIVE = (
+    "data.batch_size", "data.max_examples", "trainer.epochs", "trainer.learning_rate",
+    "trainer.steps_per_epoch", "runtime.cpu_replicas", "runtime.worker_timeout_s",
+)
+_MISSING = object()
+
+
+def _get(config, dotted):
+    value = config
+    for part in dotted.split("."):
+        value = getattr(value, part, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+def check_values(config):
+    """Checks values beyond their types: positive sizes and rates, known names. Raises a
+    `ConfigError` naming the dotted key and what is allowed; returns `config`."""
+    for key in POSITIVE:
+        value = _get(config, key)
+        if value is not _MISSING and value is not None and not value > 0:
+            raise ConfigError(f"'{key}' must be > 0, got {value!r}.")
+    for key, allowed in CHOICES.items():
+        value = _get(config, key)
+        if value is _MISSING:
+            continue
+        if key == "trainer.optimizer" and isinstance(value, str):
+            value = value.lower()
+        if value not in allowed:
+            raise ConfigError(f"'{key}' must be one of {list(allowed)}, got {value!r}.")
+    bad_input = _get(config, "data.bad_input")
+    if bad_input is not _MISSING:
+        policies = bad_input.items() if isinstance(bad_input, dict) else [(None, bad_input)]
+        for name, policy in policies:
+            key = "data.bad_input" if name is None else f"data.bad_input.{name}"
+            if name is not None and name not in BAD_INPUT_KEYS + MODALITY_NAMES:
+                raise ConfigError(
+                    f"Unknown key '{key}': use a modality {list(MODALITY_NAMES)} or one of "
+                    f"{list(BAD_INPUT_KEYS)}."
+                )
+            if policy not in BAD_INPUT_POLICIES:
+                raise ConfigError(
+                    f"'{key}' must be one of {list(BAD_INPUT_POLICIES)}"
+                    f"{'' if name is not None else ' (or a mapping modality -> policy)'}, "
+                    f"got {policy!r}."
+                )
+    return config
+
+
 def parse_override(text):
     """Parses `a.b.c=value` into a nested dict; the value is read as YAML."""
     if "=" not in text:
@@ -573,7 +667,7 @@ def load_config(path=None, overrides=(), base=None):
         update = parse_override(override) if isinstance(override, str) else override
         _deep_update(raw, copy.deepcopy(update))
     try:
-        return _check_tasks_and_sources(_merge(base or ExperimentConfig(), raw, ""))
+        return check_values(_check_tasks_and_sources(_merge(base or ExperimentConfig(), raw, "")))
     except ConfigError as e:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{e}") from None
@@ -593,4 +687,4 @@ def save_config(config, path):
 
 
 def config_from_dict(values):
-    return _check_tasks_and_sources(_merge(ExperimentConfig(), values, ""))
+    return check_values(_check_tasks_and_sources(_merge(ExperimentConfig(), values, "")))

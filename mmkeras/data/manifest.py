@@ -15,8 +15,10 @@ with its manifest file, line and the reason (policy `error`), is dropped and cou
 or is kept with its modality marked missing (`mask`). Nothing is lost silently: the counts and
 the problems are returned in a `ManifestReport` and end up in `report.json`. The checks:
 missing or unreadable file, truncated or corrupt image / audio / video, wrong shape or channel
-count, wrong sample rate (unless audio is resampled), empty text, NaN or non-numeric numbers,
-label out of range (a label cannot be masked: under `mask` the row is skipped).
+count, wrong sample rate (unless audio is resampled), a file TensorFlow's decoder (the one
+tf.data uses) rejects, empty text, NaN or non-numeric numbers, label out of range, a split
+that is none of `train` / `validation` / `test` (a label or a split cannot be masked: under
+`mask` the row is skipped).
 """
 
 import collections
@@ -30,7 +32,13 @@ import wave
 import numpy as np
 from PIL import Image
 
+from mmkeras.errors import UserError
+
 POLICIES = ("error", "skip", "mask")
+SPLITS = ("train", "validation", "test")
+# Keys of a per-modality `bad_input` dict besides the modalities (a label or a split cannot be
+# masked: under `mask` such a row is skipped).
+POLICY_KEYS = ("default", "label", "split")
 FILE_MODALITIES = ("image", "audio", "video", "timeseries")
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
@@ -38,7 +46,7 @@ VIDEO_FILE_SUFFIXES = (".mp4", ".m4v", ".webm", ".avi", ".mov", ".mkv")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A manifest row or one of its files is unusable."""
 
 
@@ -51,6 +59,9 @@ class ManifestReport:
     rows_read: int = 0
     rows_kept: int = 0
     skipped: int = 0
+    # Rows of the whole manifest whose split is none of `SPLITS` (the same in every split's
+    # report: they belong to no split); their problems are listed in `problems`.
+    unknown_split: int = 0
     masked: dict = dataclasses.field(default_factory=dict)
     problems: list = dataclasses.field(default_factory=list)
 
@@ -59,7 +70,16 @@ class ManifestReport:
 
 
 # ---------------------------------------------------------------------------------------------
-# Row checks: each returns None for a usable value, else the reason.
+# Row checks: each returns None for a usable value, else the reason. A file is read by Pillow /
+# `wave` / soundfile (shape, channels, rate) and then by the TensorFlow decoder tf.data will use
+# (`mmkeras.data.decoders`), so a file that passes cannot fail to decode during training.
+
+
+def _decoders():
+    # Imported on first use: reading this module needs no TensorFlow.
+    from mmkeras.data import decoders
+
+    return decoders
 
 
 def check_image(path, expected_shape=(28, 28, 1)):
@@ -76,7 +96,7 @@ def check_image(path, expected_shape=(28, 28, 1)):
     height, width = array.shape[:2]
     if (height, width, channels) != tuple(expected_shape):
         return f"image has shape {(height, width, channels)}, expected {tuple(expected_shape)}"
-    return None
+    return _decoders().image_error(path, tuple(expected_shape))
 
 
 def check_wav(path, sample_rate=None, channels=1):
@@ -98,7 +118,7 @@ def check_wav(path, sample_rate=None, channels=1):
         return f"WAV sample rate is {rate} Hz, expected {sample_rate}"
     if frames == 0 or len(data) < frames * width * nch:
         return f"WAV is truncated ({len(data)} bytes of audio for {frames} frames)"
-    return None
+    return _decoders().audio_error(path)
 
 
 def check_audio(path, sample_rate=None, channels=1):
@@ -132,7 +152,7 @@ def check_audio(path, sample_rate=None, channels=1):
         return "audio has no samples"
     if info.frames > 0 and data.shape[0] < info.frames:
         return f"audio is truncated ({data.shape[0]} of {info.frames} frames decoded)"
-    return None
+    return _decoders().audio_error(path)
 
 
 def check_video(path):
@@ -148,6 +168,9 @@ def check_video(path):
                     img.load()
             except Exception as e:
                 return f"cannot decode frame {frame.name} ({type(e).__name__}: {e})"
+            reason = _decoders().frame_error(frame)
+            if reason is not None:
+                return f"frame {frame.name}: {reason}"
         return None
     if not path.exists():
         return "file not found"
@@ -165,7 +188,7 @@ def check_video(path):
                         break
         except Exception as e:
             return f"cannot decode GIF ({type(e).__name__}: {e})"
-        return None
+        return _decoders().gif_error(path)
     if suffix in VIDEO_FILE_SUFFIXES:
         try:
             import av
@@ -300,8 +323,9 @@ def read_manifest(
         modalities: the modalities to use (`image`, `audio`, `video`, `timeseries`: path
             columns; `text`: a text column; `tabular`: the columns below).
         num_classes: labels must lie in `[0, num_classes)`.
-        bad_input: a policy (`error`, `skip`, `mask`) or a dict modality -> policy (`label`
-            and `default` keys allowed).
+        bad_input: a policy (`error`, `skip`, `mask`) or a dict modality -> policy (`label`,
+            `split` and `default` keys allowed). Rows whose split is unknown are counted in
+            `report.unknown_split` by every split's read.
         max_examples: keep only the first N rows of the split.
         checkers: dict modality -> function(path) -> None or a reason (default: `CHECKERS`).
         numeric_columns: the numeric columns of the `tabular` modality.
@@ -319,7 +343,8 @@ def read_manifest(
     """
     manifest_path = pathlib.Path(manifest_path)
     root = manifest_path.parent
-    checkers = dict(CHECKERS, **(checkers or {}))
+    # Each file is checked once per call (AV-MNIST rows share audio clips).
+    checkers = {m: _once(check) for m, check in dict(CHECKERS, **(checkers or {})).items()}
     report = ManifestReport(manifest=str(manifest_path), split=split)
     masked = collections.Counter()
     columns = collections.defaultdict(list)
@@ -342,6 +367,14 @@ def read_manifest(
     if missing:
         raise DataError(f"{manifest_path}: missing columns {missing}; has {names}.")
     for line, row in rows:
+        if str(row.get("split")) not in SPLITS:
+            problem = (f"{manifest_path}, line {line} (id {row.get('id')}): column 'split' is "
+                       f"{row.get('split')!r}, not one of {list(SPLITS)}")
+            if _policy_for(bad_input, "split") == "error":
+                raise DataError(problem)
+            report.unknown_split += 1
+            report.problems.append(problem)
+            continue
         if str(row.get("split")) != split:
             continue
         if max_examples is not None and report.rows_read >= max_examples:
@@ -405,6 +438,18 @@ def read_manifest(
             arrays[m] = np.array(columns[m], dtype=str)
         arrays[f"{m}_present"] = np.array(columns[f"{m}_present"], dtype=np.float32)
     return arrays, report
+
+
+def _once(check):
+    results = {}
+
+    def cached(path):
+        key = str(path)
+        if key not in results:
+            results[key] = check(path)
+        return results[key]
+
+    return cached
 
 
 def _empty_value(modality, num_numeric, num_categorical):

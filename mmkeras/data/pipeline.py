@@ -16,19 +16,14 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras import features
+from mmkeras.data.decoders import import_tfio
+from mmkeras.data.decoders import file_suffix
+from mmkeras.data.decoders import read_audio  # noqa: F401  (public here since before decoders.py)
+from mmkeras.data.decoders import read_gif
+from mmkeras.data.decoders import read_image
 from mmkeras.data.manifest import checkers_for
 from mmkeras.data.manifest import find_manifest
 from mmkeras.data.manifest import read_manifest
-
-
-def _import_tfio():
-    try:
-        import tensorflow_io as tfio
-    except ImportError as e:  # pragma: no cover - the pinned requirements include it.
-        raise ImportError(
-            "tensorflow-io is needed to decode audio: pip install tensorflow-io==0.37.1"
-        ) from e
-    return tfio
 
 
 def decode_image(path, present, shape=(28, 28, 1)):
@@ -36,9 +31,7 @@ def decode_image(path, present, shape=(28, 28, 1)):
     shape = tuple(int(d) for d in shape)
 
     def load():
-        image = tf.io.decode_image(tf.io.read_file(path), channels=shape[-1], expand_animations=False)
-        image = tf.ensure_shape(image, [None, None, shape[-1]])
-        return tf.cast(image, tf.float32) / 255.0
+        return tf.cast(read_image(path, shape[-1]), tf.float32) / 255.0
 
     image = tf.cond(present > 0, load, lambda: tf.zeros(shape, tf.float32))
     return tf.ensure_shape(image, shape)
@@ -54,43 +47,6 @@ def fix_length(waveform, num_samples):
     return tf.ensure_shape(waveform, [num_samples])
 
 
-def _suffix(path):
-    return tf.strings.lower(tf.strings.regex_replace(path, r"^.*\.", ""))
-
-
-def read_audio(path):
-    """Any WAV (16-bit), FLAC, OGG Vorbis or MP3 file -> (mono float32 in [-1, 1], rate).
-
-    WAV is decoded by TensorFlow's own `tf.audio.decode_wav`; FLAC, Vorbis and MP3 by
-    tensorflow-io's `AudioIOTensor` (int16 for FLAC, float32 for Vorbis and MP3). The first
-    channel is kept.
-
-    Why not tensorflow-io for WAV too: inside a parallel `tf.data` map, `AudioIOTensor`
-    returned a wrong waveform for about 0.3% of the AV-MNIST clips (different clips on each
-    pass; exact with one thread), measured against Python's `wave` module. `tf.audio.decode_wav`
-    is exact under the same map.
-    """
-    tfio = _import_tfio()
-
-    def load_wav():
-        audio, rate = tf.audio.decode_wav(tf.io.read_file(path))
-        return audio[:, 0], tf.cast(rate, tf.int64)
-
-    def load(dtype, scale):
-        audio = tfio.audio.AudioIOTensor(path, dtype=dtype)
-        waveform = tf.cast(audio.to_tensor()[:, 0], tf.float32) / scale
-        return waveform, tf.cast(audio.rate, tf.int64)
-
-    suffix = _suffix(path)
-    return tf.case(
-        [
-            (tf.equal(suffix, "wav"), load_wav),
-            (tf.equal(suffix, "flac"), lambda: load(tf.int16, 32768.0)),
-        ],
-        default=lambda: load(tf.float32, 1.0),
-    )
-
-
 def decode_audio(path, present, num_samples, sample_rate=None, resample=False):
     """Audio file -> mono float32 `(num_samples,)` in [-1, 1]; zeros when not present.
 
@@ -101,7 +57,7 @@ def decode_audio(path, present, num_samples, sample_rate=None, resample=False):
         sample_rate: the model's rate (needed when `resample`).
         resample: resample from the file's rate to `sample_rate` (`tfio.audio.resample`).
     """
-    tfio = _import_tfio()
+    tfio = import_tfio()
 
     def load():
         waveform, rate = read_audio(path)
@@ -173,8 +129,7 @@ def _decode_frame_folder(path):
     files = tf.io.matching_files(tf.strings.join([path, "/*.*g"]))
 
     def frame(f):
-        image = tf.io.decode_image(tf.io.read_file(f), channels=3, expand_animations=False)
-        return tf.ensure_shape(image, [None, None, 3])
+        return read_image(f, 3)
 
     first = frame(files[0])
     size = tf.shape(first)[:2]
@@ -196,14 +151,14 @@ def decode_video(path, present, num_frames, shape=(64, 64, 1)):
     out_shape = (int(num_frames), *shape)
 
     def load():
-        suffix = _suffix(path)
+        suffix = file_suffix(path)
         is_gif = tf.equal(suffix, "gif")
         is_dir = tf.logical_not(
             tf.strings.regex_full_match(suffix, "mp4|m4v|webm|avi|mov|mkv|gif")
         )
         frames = tf.case(
             [
-                (is_gif, lambda: tf.io.decode_gif(tf.io.read_file(path))),
+                (is_gif, lambda: read_gif(path)),
                 (is_dir, lambda: _decode_frame_folder(path)),
             ],
             default=lambda: _decode_video_file(path),

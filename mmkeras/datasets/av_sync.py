@@ -97,6 +97,7 @@ import wave
 import numpy as np
 from PIL import Image
 
+from mmkeras import errors
 from mmkeras.datasets import avmnist
 from mmkeras.datasets import fetch
 from mmkeras.datasets.cache import build_atomically
@@ -574,8 +575,10 @@ def _summary_lines(meta, path):
     return lines
 
 
+@errors.command_line
 def main(argv=None):
     common = argparse.ArgumentParser(add_help=False)
+    errors.add_flags(common)
     common.add_argument("--data-root", default=None)
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--train", type=int, default=DEFAULT_EXAMPLES["train"])
@@ -620,7 +623,7 @@ def main(argv=None):
         meta = read_meta(path)
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return errors.USER_ERROR_STATUS
     print("\n".join(_summary_lines(meta, path)))
     if args.command == "prepare":
         print(f"time: {elapsed:.1f} s")

@@ -52,6 +52,7 @@ import wave
 import numpy as np
 from PIL import Image
 
+from mmkeras import errors
 from mmkeras.datasets import fetch
 from mmkeras.datasets.cache import build_atomically
 from mmkeras.datasets.cache import data_root as _data_root
@@ -514,8 +515,10 @@ def _summary_lines(meta, path):
     return lines
 
 
+@errors.command_line
 def main(argv=None):
     common = argparse.ArgumentParser(add_help=False)
+    errors.add_flags(common)
     common.add_argument("--variant", choices=VARIANTS, default="weakened")
     common.add_argument("--snr-db", type=float, default=-6.0)
     common.add_argument("--image-energy", type=float, default=0.25)
@@ -547,7 +550,7 @@ def main(argv=None):
                 return 1
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return errors.USER_ERROR_STATUS
     with open(path / "dataset.json", encoding="utf-8") as f:
         meta = json.load(f)
     print("\n".join(_summary_lines(meta, path)))

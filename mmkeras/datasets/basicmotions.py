@@ -32,6 +32,7 @@ import zipfile
 
 import numpy as np
 
+from mmkeras import errors
 from mmkeras.datasets import fetch
 from mmkeras.datasets.cache import data_root as _data_root
 from mmkeras.datasets.avmnist import compute_checksum
@@ -160,12 +161,14 @@ def prepare(seed=0, data_root=None, force=False, verbose=False):
     return out
 
 
+@errors.command_line
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmkeras.datasets.basicmotions")
     parser.add_argument("command", choices=["prepare"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--force", action="store_true")
+    errors.add_flags(parser)
     args = parser.parse_args(argv)
     path = prepare(args.seed, args.data_root, args.force, verbose=True)
     meta = json.loads((path / "dataset.json").read_text())

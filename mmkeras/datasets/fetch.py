@@ -20,8 +20,10 @@ import zipfile
 
 from mmkeras import model_dir as model_dir_lib
 
+from mmkeras.errors import UserError
 
-class DatasetError(RuntimeError):
+
+class DatasetError(UserError, RuntimeError):
     """A dataset could not be fetched, verified or built."""
 
 

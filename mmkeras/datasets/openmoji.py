@@ -44,6 +44,7 @@ import tarfile
 import numpy as np
 from PIL import Image
 
+from mmkeras import errors
 from mmkeras.datasets import fetch
 from mmkeras.datasets.avmnist import compute_checksum
 from mmkeras.datasets.cache import build_atomically
@@ -255,8 +256,10 @@ def prepare(*, size=32, seed=0, per_class=None, data_root=None, force=False, ver
     )
 
 
+@errors.command_line
 def main(argv=None):
     common = argparse.ArgumentParser(add_help=False)
+    errors.add_flags(common)
     common.add_argument("--size", type=int, default=32)
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--per-class", type=int, default=None)
@@ -282,7 +285,7 @@ def main(argv=None):
                 return 1
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return errors.USER_ERROR_STATUS
     meta = json.loads((path / "dataset.json").read_text(encoding="utf-8"))
     print(f"dataset: {path}")
     for s in meta["sources"]:

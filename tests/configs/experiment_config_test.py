@@ -100,3 +100,63 @@ def test_save_and_reload_round_trip(tmp_path):
 
     again = config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
     assert to_dict(again) == to_dict(config)
+
+
+@pytest.mark.parametrize(
+    "override, key, allowed",
+    [
+        ("data.batch_size=-4", "data.batch_size", "> 0"),
+        ("data.batch_size=0", "data.batch_size", "> 0"),
+        ("trainer.epochs=0", "trainer.epochs", "> 0"),
+        ("trainer.learning_rate=-0.001", "trainer.learning_rate", "> 0"),
+        ("trainer.steps_per_epoch=0", "trainer.steps_per_epoch", "> 0"),
+        ("runtime.worker_timeout_s=0", "runtime.worker_timeout_s", "> 0"),
+        ("data.bad_input=ignore", "data.bad_input", "'error', 'skip', 'mask'"),
+        ("data.bad_input={audio: drop}", "data.bad_input.audio", "'error', 'skip', 'mask'"),
+        ("data.bad_input={audoi: skip}", "data.bad_input.audoi", "'split'"),
+        ("trainer.optimizer=adagrad", "trainer.optimizer", "'adam', 'adamw', 'sgd'"),
+        ("runtime.distribution=tpu", "runtime.distribution", "'multi_worker'"),
+        ("runtime.mixed_precision=float16", "runtime.mixed_precision", "'mixed_float16'"),
+        ("model.image_encoder.type=vit", "model.image_encoder.type", "'keras_hub'"),
+        ("model.text_encoder.type=bert", "model.text_encoder.type", "'keras_hub'"),
+        ("model.video_encoder.type=gru", "model.video_encoder.type", "'conv3d'"),
+        ("model.timeseries_encoder.type=lstm", "model.timeseries_encoder.type", "'gru'"),
+        ("model.audio_encoder.features=mel", "model.audio_encoder.features", "'log_mel'"),
+        ("model.fusion.type=concatenate", "model.fusion.type", "'concat'"),
+        ("model.missing.imputation=median", "model.missing.imputation", "'learned'"),
+    ],
+)
+def test_values_are_checked_at_load(override, key, allowed):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    message = str(info.value)
+    assert f"'{key}'" in message, message
+    assert allowed in message, message
+
+
+def test_accepted_values():
+    config = load_config(None, [
+        "data.bad_input={default: skip, audio: mask, label: error, split: skip}",
+        "trainer.optimizer=AdamW", "runtime.mixed_precision=mixed_bfloat16",
+        "runtime.worker_timeout_s=null", "trainer.steps_per_epoch=null",
+    ])
+    assert config.data.bad_input["audio"] == "mask"
+
+
+def test_allowed_names_match_the_builders():
+    """The config's lists are the builders' registries (plus `keras_hub`, built elsewhere)."""
+    from mmkeras.configs import experiment_config as ec
+    from mmkeras.encoders.audio_cnn_encoder import AUDIO_FEATURES
+    from mmkeras.encoders.text_encoder import TEXT_ENCODER_TYPES
+    from mmkeras.encoders.timeseries_encoder import TIMESERIES_ENCODER_TYPES
+    from mmkeras.encoders.video_encoder import VIDEO_ENCODER_TYPES
+    from mmkeras.layers import DECISION_FUSION_LAYERS
+    from mmkeras.layers import FUSION_LAYERS
+    from mmkeras.layers import ModalityImputation
+
+    assert ec.FUSION_TYPES == tuple(FUSION_LAYERS) + tuple(DECISION_FUSION_LAYERS)
+    assert set(ec.TEXT_ENCODER_TYPES) - {"keras_hub"} == set(TEXT_ENCODER_TYPES)
+    assert ec.VIDEO_ENCODER_TYPES == VIDEO_ENCODER_TYPES
+    assert ec.TIMESERIES_ENCODER_TYPES == TIMESERIES_ENCODER_TYPES
+    assert ec.AUDIO_FEATURES == tuple(AUDIO_FEATURES)
+    assert ec.IMPUTATIONS == ("none",) + ModalityImputation.methods

@@ -56,11 +56,34 @@ def _corrupt(root, kind):
             w.setframerate(8000)
             w.writeframes(b"\x00\x00" * 200)
         return line, path, "2 channels"
+    if kind == "png_without_iend":  # Pillow loads it; tf.io.decode_png (tf.data) does not
+        path = root / row["image"]
+        data = path.read_bytes()
+        assert data.endswith(b"IEND\xaeB`\x82")
+        path.write_bytes(data[:-12])
+        return line, path, "TensorFlow cannot decode image"
+    if kind == "random_png":
+        path = root / row["image"]
+        path.write_bytes(np.random.default_rng(0).bytes(600))
+        return line, path, "cannot decode image"
+    if kind == "truncated_wav":
+        path = root / row["audio"]
+        path.write_bytes(path.read_bytes()[:3000])
+        return line, path, "truncated"
+    if kind == "random_wav":
+        path = root / row["audio"]
+        path.write_bytes(np.random.default_rng(1).bytes(4000))
+        return line, path, "cannot decode WAV"
     raise ValueError(kind)
 
 
+# Files that a Pillow/`wave` check and TensorFlow's decoders (what tf.data runs) judge alike,
+# and one they do not (the PNG without its IEND chunk).
+DECODER_CASES = ["png_without_iend", "random_png", "truncated_wav", "random_wav"]
+
+
 @pytest.mark.parametrize(
-    "kind", ["truncated_png", "missing_png", "rgb_png", "garbage_wav", "stereo_wav"]
+    "kind", ["truncated_png", "missing_png", "rgb_png", "garbage_wav", "stereo_wav"] + DECODER_CASES
 )
 def test_error_policy_names_file_and_line(avmnist_copy, kind):
     line, path, reason = _corrupt(avmnist_copy, kind)
@@ -70,6 +93,73 @@ def test_error_policy_names_file_and_line(avmnist_copy, kind):
     assert f"line {line}" in message
     assert str(path) in message
     assert reason in message
+
+
+def _modality(kind):
+    return "image" if "png" in kind else "audio"
+
+
+def _users(root, path):
+    """Training rows that use `path` (AV-MNIST clips are shared by several pairs)."""
+    return [r for r in _rows(root) if r["split"] == "train"
+            and path in (root / r["image"], root / r["audio"])]
+
+
+@pytest.mark.parametrize("kind", DECODER_CASES)
+def test_decoder_cases_under_skip_and_mask(avmnist_copy, kind):
+    _, path, reason = _corrupt(avmnist_copy, kind)
+    users = len(_users(avmnist_copy, path))
+    _, skipped = read_manifest(avmnist_copy / "manifest.csv", "train", MODALITIES, 10,
+                               bad_input="skip")
+    assert skipped.skipped == users and skipped.rows_kept == skipped.rows_read - users
+    assert all(reason in p and str(path) in p for p in skipped.problems)
+    columns, masked = read_manifest(avmnist_copy / "manifest.csv", "train", MODALITIES, 10,
+                                    bad_input="mask")
+    m = _modality(kind)
+    assert masked.masked == {m: users} and masked.skipped == 0
+    assert (columns[f"{m}_present"] == 0).sum() == users
+    assert all(p for p in columns[m] if p)  # masked paths are empty, never the bad file
+    assert str(path) not in set(columns[m])
+
+
+def test_png_without_iend_would_fail_in_tf_data(avmnist_copy):
+    """Pillow accepts the file; the pipeline's decoder does not: the check must use the
+    pipeline's decoder (before, this row passed the check and training crashed in tf.data)."""
+    import tensorflow as tf
+    from PIL import Image
+
+    _, path, _ = _corrupt(avmnist_copy, "png_without_iend")
+    with Image.open(path) as img:
+        img.load()
+    columns = {"label": np.array([0]), "image": np.array([str(path)]),
+               "image_present": np.array([1.0], np.float32)}
+    config = load_config(None, ["data.batch_size=1", "data.shuffle_buffer=0"])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        next(iter(make_dataset(columns, config.data, ["image"])))
+
+
+def _write_rows(root, rows):
+    with open(root / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_unknown_split_follows_the_policy_and_is_counted(avmnist_copy):
+    rows = _rows(avmnist_copy)
+    rows[3]["split"] = "trian"
+    _write_rows(avmnist_copy, rows)
+    with pytest.raises(DataError) as info:
+        read_manifest(avmnist_copy / "manifest.csv", "train", MODALITIES, 10)
+    message = str(info.value)
+    assert "line 5" in message and "'trian'" in message
+    assert "['train', 'validation', 'test']" in message
+    for policy in ("skip", "mask", {"split": "skip", "default": "error"}):
+        reports = [read_manifest(avmnist_copy / "manifest.csv", split, MODALITIES, 10,
+                                 bad_input=policy)[1] for split in ("train", "validation", "test")]
+        assert [r.unknown_split for r in reports] == [1, 1, 1]
+        assert sum(r.rows_read for r in reports) == len(rows) - 1
+        assert any("'trian'" in p for p in reports[0].problems)
 
 
 def test_skip_policy_counts_and_drops(avmnist_copy):

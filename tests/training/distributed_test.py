@@ -154,3 +154,39 @@ def test_cli_worker_flags_become_tf_config():
     for workers, index in [("h:1,h:2", 2), ("h:1", None), ("", 0)]:
         with pytest.raises(ValueError):
             cluster_env(workers, index)
+
+
+def test_worker_whose_peer_never_starts_names_it_and_exits(avmnist_small, tmp_path):
+    ports = cu.free_ports(2)
+    workers = ",".join(f"localhost:{p}" for p in ports)
+    overrides = cu.TINY + ["runtime.worker_timeout_s=3", f"data.data_dir={avmnist_small}"]
+    process = cu.spawn(cu.train_command(cu.EARLY, tmp_path / "run", overrides,
+                                        "--workers", workers, "--worker-index", "0"),
+                       tmp_path / "worker0.log")  # worker 1 is never started
+    try:
+        process.wait(timeout=180)
+    finally:
+        cu.kill(process)
+    log = process.log_path.read_text()
+    assert process.returncode == 2, log
+    assert f"could not reach worker 1 (localhost:{ports[1]}) within 3 s" in log, log
+    assert "runtime.worker_timeout_s" in log and "Traceback" not in log
+    assert not (tmp_path / "run").exists()  # the chief stopped before writing anything
+
+
+def test_peer_wait_returns_once_every_peer_listens(monkeypatch):
+    import socket
+
+    from training import runtime
+
+    ports = cu.free_ports(2)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": [f"localhost:{p}" for p in ports]},
+        "task": {"type": "worker", "index": 0}}))
+    peer = socket.create_server(("localhost", ports[1]))
+    try:
+        runtime.wait_for_peers(timeout_s=5)  # returns at once: worker 1 listens
+    finally:
+        peer.close()
+    with pytest.raises(runtime.PeersUnreachableError, match=f"worker 1 \\(localhost:{ports[1]}\\)"):
+        runtime.wait_for_peers(timeout_s=0.5)

@@ -31,12 +31,19 @@ def _checkpoint_epoch(model_dir):
     return int(match.group(1)) if match else 0
 
 
-def _assert_complete(model_dir, killed_after):
+def _assert_complete(model_dir, killed_after, logs):
     report = cu.report(model_dir)
     assert cu.history_epochs(model_dir) == list(range(EPOCHS))
     assert report["epochs"] == EPOCHS
-    # The restart trained only the epochs after the last backup.
+    # The restart trained only the epochs after the last backup, and says so.
     assert report["epochs_this_run"] == EPOCHS - killed_after
+    for log in logs:
+        assert f"resumed from {model_dir / 'backup'}" in log
+        assert f"after epoch {killed_after}\n" in log
+    # The wall time covers both runs: the first one's time up to its last completed epoch.
+    assert report["runs"] == 2
+    first_run = report["wall_seconds"] - report["wall_seconds_this_run"]
+    assert first_run > 0.5 and report["wall_seconds_this_run"] > 0
     import keras
 
     import mmkeras.layers  # noqa: F401  (registers the fusion layers for loading)
@@ -62,7 +69,7 @@ def test_fit_resumes_after_sigkill(avmnist_small, tmp_path):
 
     second = cu.spawn(command, tmp_path / "second.log")
     cu.wait_all([second])
-    _assert_complete(model_dir, killed_after)
+    _assert_complete(model_dir, killed_after, [second.log_path.read_text()])
 
 
 @pytest.mark.large
@@ -81,9 +88,7 @@ def test_multi_worker_resumes_after_a_worker_is_killed(avmnist_small, tmp_path):
     procs, _ = cu.spawn_workers(cu.EARLY, model_dir, overrides, tmp_path, ports=ports,
                                 name="second")
     cu.wait_all(procs)
-    for p in procs:
-        assert f"resumed from {model_dir / 'backup'}" in p.log_path.read_text()
-    _assert_complete(model_dir, killed_after)
+    _assert_complete(model_dir, killed_after, [p.log_path.read_text() for p in procs])
 
 
 def test_history_keeps_one_row_per_epoch(tmp_path):
