@@ -19,7 +19,6 @@ import tempfile
 import zipfile
 
 from mmkeras import model_dir as model_dir_lib
-
 from mmkeras.errors import UserError
 
 
