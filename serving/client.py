@@ -46,6 +46,7 @@ import urllib.request
 
 import numpy as np
 
+from mmkeras import errors
 from serving import codec
 from serving.errors import DEFAULT_SIGNATURE
 from serving.errors import ServingError
@@ -242,6 +243,7 @@ def _parse_pairs(pairs, flag):
     return result
 
 
+@errors.command_line
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m serving.client", description="Query a TF-Serving-compatible server."
@@ -265,6 +267,7 @@ def main(argv=None):
     )
     parser.add_argument("--metadata", action="store_true", help="print metadata instead")
     parser.add_argument("--timeout", type=float, default=30.0)
+    errors.add_flags(parser)
     args = parser.parse_args(argv)
 
     cls = RestClient if args.rest else GrpcClient

@@ -90,6 +90,7 @@ import sys
 import time
 
 from mmkeras import model_dir as model_dir_lib
+from mmkeras import errors
 from serving import examples
 from serving import parity as parity_lib
 from serving import savedmodel_export
@@ -362,6 +363,7 @@ def _convert(model, source, out, formats, tflite_quant, config, timings):
     return runners, artifacts, onnx_source
 
 
+@errors.command_line
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True)
@@ -381,6 +383,7 @@ def main(argv=None):
                         help="the directory holding the model directories as TF Serving sees "
                              "it, for models.config (default: %(default)s, the tensorflow/serving "
                              "container's; 'local': this machine's absolute paths)")
+    errors.add_flags(parser)
     args = parser.parse_args(argv)
     formats = args.format or list(DEFAULT_FORMATS)
     if args.tflite_quant and "tflite" not in formats:

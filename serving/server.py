@@ -47,6 +47,7 @@ import signal
 import sys
 import threading
 
+from mmkeras import errors
 from serving.batching import DEFAULT_MAX_BATCH_SIZE
 from serving.batching import DEFAULT_TIMEOUT_MICROS
 from serving.batching import Batcher
@@ -113,6 +114,7 @@ def parse_args(argv=None):
         help="REST server: aiohttp (default) or the standard library's ThreadingHTTPServer",
     )
     parser.add_argument("--log-level", default="INFO")
+    errors.add_flags(parser)
     args = parser.parse_args(argv)
     if args.max_batch_size < 1:
         parser.error(f"--max-batch-size must be at least 1, got {args.max_batch_size}")
@@ -121,6 +123,7 @@ def parse_args(argv=None):
     return args
 
 
+@errors.command_line
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(

@@ -17,10 +17,14 @@ conversion by one grey level.
 """
 
 import argparse
+import errno
 import json
+import pathlib
 import sys
 import wave
 
+
+from mmkeras import errors
 import numpy as np
 
 IMAGE = "image"
@@ -73,7 +77,12 @@ def signature_runner(model_path, num_threads=None):
     """The `serving_default` signature runner of a TFLite file."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+    if not pathlib.Path(model_path).is_file():
+        raise FileNotFoundError(errno.ENOENT, "no such TFLite model", str(model_path))
+    try:
+        interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+    except ValueError as e:
+        raise errors.UserError(f"{model_path}: not a TFLite model ({e})") from None
     return interpreter.get_signature_runner("serving_default")
 
 
@@ -116,6 +125,7 @@ def predict(model_path, image=None, audio=None, num_threads=None):
     return int(np.asarray(outputs["class_id"])[0]), probabilities
 
 
+@errors.command_line
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m serving.tflite_predict", description=__doc__,
@@ -128,6 +138,7 @@ def main(argv=None):
     parser.add_argument("--no-audio", action="store_true", help="mark the audio missing")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    errors.add_flags(parser)
     args = parser.parse_args(argv)
 
     runner = signature_runner(args.model, args.threads)
@@ -141,7 +152,7 @@ def main(argv=None):
         inputs = build_inputs(details, image, audio)
     except (ValueError, OSError, wave.Error) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return errors.USER_ERROR_STATUS
     outputs = runner(**inputs)
     probabilities = np.asarray(outputs["probabilities"])[0]
     class_id = int(np.asarray(outputs["class_id"])[0])

@@ -464,3 +464,19 @@ def test_failing_export_publishes_nothing_and_stale_temporaries_go(loaded, model
     # TF Serving's view: the local repository still finds version 1 only.
     from serving.model_repository import discover_versions
     assert sorted(discover_versions(str(base))) == [1]
+
+
+def test_serving_commands_report_bad_paths_in_one_line(tmp_path, capsys):
+    from serving import export
+    from serving import tflite_predict
+
+    assert export.main(["--model-dir", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "missing" in err and "Traceback" not in err
+    assert tflite_predict.main(["--model", str(tmp_path / "none.tflite"), "--no-image",
+                                "--no-audio"]) == 2
+    assert "no such TFLite model" in capsys.readouterr().err
+    (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer")
+    assert tflite_predict.main(["--model", str(tmp_path / "junk.tflite"), "--no-image",
+                                "--no-audio"]) == 2
+    assert "not a TFLite model" in capsys.readouterr().err
