@@ -147,7 +147,7 @@ def _compiled_models(config, strategy, xla):
     import keras
 
     from mmkeras.models import build_classifier
-    from training.trainer import make_optimizer
+    from training.optimizers import make_optimizer
 
     models = {}
     with strategy.scope():

@@ -43,6 +43,10 @@ from training import report as report_lib
 from training import runtime
 from training.callbacks import BestModelCheckpoint
 from training.callbacks import HParamsLogger
+from training.optimizers import make_optimizer
+from training.training_run import TrainingRun
+from training.training_run import announce
+from training.training_run import monitor_mode
 from training.callbacks import WallClock
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -89,7 +93,6 @@ def _sync_non_trainable(strategy, model):
 
 def _build(config, strategy):
     """Model, optimizer (loss-scaled under mixed_float16), epoch counter and checkpoint."""
-    from training.trainer import make_optimizer
 
     with strategy.scope():
         model = build_classifier(config.model, config.data)
@@ -171,9 +174,6 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
 
     Every worker calls this with the same arguments. `data` is a `training.trainer.TrainingData`.
     """
-    from training.trainer import TrainingRun
-    from training.trainer import _announce
-    from training.trainer import monitor_mode
 
     model_dir = pathlib.Path(model_dir)
     _, task_id, is_chief, num_workers = runtime.worker_info(strategy)
@@ -239,7 +239,7 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
             callbacks.append(HParamsLogger(model_dir / "logs", hparams, trial_id=config.name))
     callbacks = keras.callbacks.CallbackList(callbacks, model=model)
 
-    _announce(config, data, strategy)
+    announce(config, data, strategy)
     iterator = iter(train_ds)
     start = time.time()
     epochs_run = 0

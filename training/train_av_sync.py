@@ -245,7 +245,7 @@ def train(config, model_dir, fresh=False):
     from mmkeras.data.av_sync_pipeline import SYNC_LOGIT
     from mmkeras.data.av_sync_pipeline import make_av_sync_dataset
     from mmkeras.datasets import av_sync
-    from training.trainer import make_optimizer
+    from training.optimizers import make_optimizer
 
     replicas = strategy.num_replicas_in_sync
     save_config(config, model_dir / "config.yaml")

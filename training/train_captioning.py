@@ -283,7 +283,7 @@ def train(config, model_dir, fresh=False):
     from mmkeras.data.sources import dataset_info
     from mmkeras.encoders import encoder_from_config
     from mmkeras.models.captioner import Captioner
-    from training.trainer import make_optimizer
+    from training.optimizers import make_optimizer
 
     runtime.set_determinism(config.runtime)
     replicas = strategy.num_replicas_in_sync

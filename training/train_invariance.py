@@ -340,7 +340,7 @@ def train(config, model_dir, fresh=False, baseline=True):
     from mmkeras.layers.gradient_reversal import GradientReversalSchedule
     from mmkeras.models.modality_invariant_classifier import build_modality_invariant_classifier
     from training import report as report_lib
-    from training.trainer import make_optimizer
+    from training.optimizers import make_optimizer
 
     save_config(config, model_dir / "config.yaml")
     cm = config.cross_modal

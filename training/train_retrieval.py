@@ -208,7 +208,7 @@ def train(config, model_dir, fresh=False, evaluate_only=False):
     from mmkeras.data.sources import dataset_info
     from mmkeras.models import build_encoder
     from mmkeras.models.dual_encoder import DualEncoder
-    from training.trainer import make_optimizer
+    from training.optimizers import make_optimizer
 
     replicas = strategy.num_replicas_in_sync
     save_config(config, model_dir / "config.yaml")

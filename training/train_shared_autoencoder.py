@@ -108,7 +108,7 @@ def train(config, model_dir, fresh=False):
     from mmkeras.models.shared_autoencoder import code_model
     from mmkeras.models.shared_autoencoder import reconstruction_key
     from training import report as report_lib
-    from training.trainer import make_optimizer
+    from training.optimizers import make_optimizer
 
     save_config(config, model_dir / "config.yaml")
     modalities = sorted(config.model.modalities)

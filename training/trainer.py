@@ -50,6 +50,7 @@ from mmkeras.data.sources import dataset_info
 from mmkeras.models import build_classifier
 from mmkeras.models import multitask
 from mmkeras.models import transfer
+from training import custom_loop
 from training import report as report_lib
 from training import runtime
 from training.callbacks import AtomicBackupAndRestore
@@ -57,25 +58,12 @@ from training.callbacks import BestModelCheckpoint
 from training.callbacks import HParamsLogger
 from training.callbacks import WallClock
 from training.monitoring import make_monitor
+from training.optimizers import make_optimizer
+from training.training_run import TrainingRun
+from training.training_run import announce
+from training.training_run import monitor_mode
 
 log = logging.getLogger(__name__)
-
-
-def make_optimizer(trainer_config, replicas):
-    """The configured optimizer; its learning rate times `replicas` when
-    `trainer.scale_lr_with_replicas` is set (the global batch is fixed, so this is off by
-    default)."""
-    lr = trainer_config.learning_rate
-    if trainer_config.scale_lr_with_replicas:
-        lr *= replicas
-    name = trainer_config.optimizer.lower()
-    if name == "adam":
-        return keras.optimizers.Adam(lr)
-    if name == "adamw":
-        return keras.optimizers.AdamW(lr)
-    if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9)
-    raise ValueError(f"Unknown trainer.optimizer '{trainer_config.optimizer}'.")
 
 
 
@@ -97,11 +85,6 @@ def predict(model, dataset):
         probabilities.append(np.asarray(model(x, training=False)))
         labels.append(np.asarray(y))
     return np.concatenate(probabilities), np.concatenate(labels)
-
-
-def monitor_mode(monitor):
-    """`"min"` for losses and errors, else `"max"` (accuracy, AUC, ...)."""
-    return "min" if any(word in monitor for word in ("loss", "error")) else "max"
 
 
 def _hparams(config):
@@ -191,21 +174,6 @@ class TrainingData:
         return make_dataset(self.columns(split), data_config, self.modalities, **kwargs)
 
 
-@dataclasses.dataclass
-class TrainingRun:
-    """What a training path hands to `finish`."""
-
-    model: typing.Any
-    epochs_run: int
-    seconds: float
-    is_chief: bool = True
-    num_workers: int = 1
-    jit_compile: typing.Any = False
-    # Earlier runs of a resumed training (`training.callbacks.WallClock`).
-    previous_seconds: float = 0.0
-    runs: int = 1
-
-
 def prepare_model_dir(model_dir, fresh):
     """Creates `model_dir` (emptied first when `fresh`) and removes temp files of killed runs."""
     model_dir = pathlib.Path(model_dir)
@@ -244,14 +212,6 @@ def load_data(config):
         modalities=modalities,
         preprocessing=preprocessing,
     )
-
-
-def _announce(config, data, strategy):
-    replicas = strategy.num_replicas_in_sync
-    print(f"[train] {config.name}: {data.size('train')} train / {data.size('validation')} "
-          f"validation / {data.size('test')} test examples, {replicas} replica(s) "
-          f"({runtime.strategy_name(strategy)}), global batch {config.data.batch_size} "
-          f"({config.data.batch_size // replicas} per replica)")
 
 
 def fit(config, model_dir, strategy, data):
@@ -310,7 +270,7 @@ def fit(config, model_dir, strategy, data):
     wall_clock = WallClock(model_dir)
     callbacks += [wall_clock, AtomicBackupAndRestore(backup_dir)]
 
-    _announce(config, data, strategy)
+    announce(config, data, strategy)
     start = time.time()
     history = model.fit(
         fit_train_ds,
@@ -507,8 +467,6 @@ def train(config, model_dir, fresh=False):
     if is_chief and data.preprocessing is not None:
         data.preprocessing.save(model_dir)  # DIR/vocab.txt, DIR/tabular.json
     if multi_worker:
-        from training import custom_loop
-
         run = custom_loop.train_loop(config, model_dir, strategy, data, hparams=_hparams(config))
     else:
         run = fit(config, model_dir, strategy, data)
