@@ -13,13 +13,15 @@ What sacreBLEU computes (and these functions return as fractions in [0, 1], not 
 - `BLEU-n` (as captioning papers report BLEU-1..4) is the score with `max_order = n`.
 
 Smoothing (Chen & Cherry, 2014), for short captions where 3- and 4-gram matches are rare:
-- `"epsilon"` (their method 1, sacreBLEU's `floor`): an order with no match gets precision
-  `epsilon / total`;
+- `"epsilon"` (their method 1, sacreBLEU's `floor` with `effective_order=True`): an order with
+  no match gets precision `epsilon / total`, and orders with no hypothesis n-gram at all (every
+  hypothesis shorter than n) are left out of the mean, as sacreBLEU's sentence-level setting
+  does. Without that, a corpus of 2-3 token captions (OpenMoji's average is 2.4) would score
+  BLEU-4 = 0 for every candidate, and the best-constant-caption baseline could not rank them;
 - `"add_one"` (their method 2, sacreBLEU's `add-k` with k = 1): orders n > 1 get
   `(matches + 1) / (total + 1)`.
-As in sacreBLEU, a corpus with no matching unigram at all scores 0 whatever the smoothing, and
-an order with no hypothesis n-gram (every hypothesis shorter than n) has precision 0 except
-under `"add_one"`.
+As in sacreBLEU, a corpus with no matching unigram at all scores 0 whatever the smoothing;
+unsmoothed, an order with no hypothesis n-gram has precision 0 (so BLEU 0).
 
 Example:
 ```python
@@ -74,7 +76,7 @@ def corpus_bleu(hypotheses, references, max_order=4, smoothing=None, epsilon=0.1
     metric = BLEU(
         tokenize="none", smooth_method=_SACREBLEU_SMOOTHING[smoothing],
         smooth_value=1 if smoothing == "add_one" else epsilon,
-        max_ngram_order=max_order, effective_order=False,
+        max_ngram_order=max_order, effective_order=smoothing == "epsilon",
     )
     score = metric.corpus_score(hyps, streams)
     added = 1 if smoothing == "add_one" else 0  # sacreBLEU reports add-k counts incremented

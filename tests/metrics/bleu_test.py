@@ -82,7 +82,9 @@ def test_smoothing_hand_computed():
     hyps, refs = [_t("a b c")], [[_t("a b d")]]
     # p1 = 2/3, p2 = 1/2, p3 = 0/1, p4: no 4-gram in the hypothesis.
     assert bleu.corpus_bleu(hyps, refs)["bleu"] == 0.0
-    assert bleu.corpus_bleu(hyps, refs, smoothing="epsilon")["bleu"] == 0.0  # no 4-gram at all
+    # No 4-gram in the hypothesis: epsilon smoothing leaves order 4 out (effective order 3).
+    assert bleu.corpus_bleu(hyps, refs, smoothing="epsilon")["bleu"] == pytest.approx(
+        (2 / 3 * 1 / 2 * 0.1) ** (1 / 3))
     eps = bleu.corpus_bleu(hyps, refs, max_order=3, smoothing="epsilon", epsilon=0.1)
     assert eps["precisions"] == pytest.approx([2 / 3, 1 / 2, 0.1])
     assert eps["bleu"] == pytest.approx((2 / 3 * 1 / 2 * 0.1) ** (1 / 3))

@@ -102,7 +102,10 @@ def test_one_training_step_reaches_both_encoders():
 
 
 def test_unknown_fusion_and_modality_are_rejected():
-    config = load_config(None, TINY + ["model.fusion.type=nonsense"])
+    with pytest.raises(ValueError, match="'model.fusion.type' must be one of .* got 'nonsense'"):
+        load_config(None, TINY + ["model.fusion.type=nonsense"])
+    config = load_config(None, TINY)
+    config.model.fusion.type = "nonsense"  # past the config checks: the builder still refuses
     with pytest.raises(ValueError, match="nonsense"):
         build_classifier(config.model, config.data)
     with pytest.raises(ValueError, match="smell"):
