@@ -24,7 +24,6 @@ that is none of `train` / `validation` / `test` (a label or a split cannot be ma
 import collections
 import csv
 import dataclasses
-import json
 import math
 import pathlib
 import wave
@@ -32,6 +31,7 @@ import wave
 import numpy as np
 from PIL import Image
 
+from mmkeras.data.jsonl import read_jsonl
 from mmkeras.errors import UserError
 
 POLICIES = ("error", "skip", "mask")
@@ -278,22 +278,7 @@ def _rows(manifest_path):
     """Yields `(line, row_dict)` and returns the column names first (via `columns`)."""
     if manifest_path.suffix.lower() == ".jsonl":
         with open(manifest_path, encoding="utf-8") as f:
-            lines = f.readlines()
-        rows, names = [], []
-        for line_number, text in enumerate(lines, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{manifest_path}, line {line_number}: invalid JSON ({e})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{manifest_path}, line {line_number}: expected a JSON object.")
-            for key in row:
-                if key not in names:
-                    names.append(key)
-            rows.append((line_number, row))
-        return names, rows
+            return read_jsonl(manifest_path, f.read(), DataError)
     with open(manifest_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         rows = []

@@ -36,6 +36,8 @@ import typing
 
 import yaml
 
+from mmkeras.data.jsonl import read_jsonl
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv")
@@ -153,22 +155,9 @@ def read_table(path):
 
 
 def _read_jsonl(path, text):
-    header, rows = [], []
-    for line, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise SchemaError(f"{path}, line {line}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise SchemaError(f"{path}, line {line}: expected a JSON object, got {type(row).__name__}")
-        for key in row:
-            if key not in header:
-                header.append(key)
-        rows.append({k: _jsonl_cell(v) for k, v in row.items()})
+    header, rows = read_jsonl(path, text, SchemaError)
     _check_header(path, header)
-    return header, [{h: row.get(h, "") for h in header} for row in rows]
+    return header, [{h: _jsonl_cell(row.get(h)) for h in header} for _, row in rows]
 
 
 def _jsonl_cell(value):

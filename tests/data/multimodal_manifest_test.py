@@ -223,7 +223,7 @@ def test_label_out_of_range_is_named_or_skipped(tmp_path, fmt):
 def test_bad_json_line_is_named(tmp_path):
     path = _make(tmp_path)
     path.write_text(path.read_text() + "{not json\n")
-    with pytest.raises(DataError, match="line 9: invalid JSON"):
+    with pytest.raises(DataError, match="line 9: not JSON"):
         _read(path)
 
 
