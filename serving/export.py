@@ -129,9 +129,12 @@ def load_model_dir(model_dir):
     import mmkeras.layers  # noqa: F401  (registers the custom layers)
     from mmkeras.configs import config_from_dict
 
+    from serving import text_signature
+
     model_dir = pathlib.Path(model_dir)
     with open(model_dir / "config.yaml") as f:
         config = config_from_dict(yaml.safe_load(f))
+    text_signature.register_keras_hub(config)  # KerasHub backbones inside the model
     model = keras.saving.load_model(model_dir / MODEL_FILE)
     return config, model
 
@@ -213,8 +216,12 @@ def write_warmup(version_dir, model_name, examples):
     return path
 
 
-def export_savedmodel(model, base, version=None, warmup_examples=None, model_name=None):
+def export_savedmodel(model, base, version=None, warmup_examples=None, model_name=None,
+                      preprocessing=None):
     """Writes `<base>/<version>/` (with warm-up requests) atomically; returns its path.
+
+    `preprocessing` (a text model's fitted `Preprocessing`) adds the `serve_text` signature,
+    which takes raw strings (`serving/text_signature.py`).
 
     Everything is written into `<base>/.tmp-<version>-<pid>` and renamed at the end; on any
     error the temporary directory is removed and no version appears.
@@ -231,7 +238,12 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        build_archive(model).write_out(str(tmp), verbose=False)
+        archive = build_archive(model)
+        if preprocessing is not None:
+            from serving import text_signature
+
+            text_signature.add_text_endpoint(archive, model, preprocessing)
+        archive.write_out(str(tmp), verbose=False)
         if warmup_examples is not None:
             write_warmup(tmp, model_name or base.name, warmup_examples)
         os.rename(tmp, final)
@@ -280,10 +292,10 @@ def _rows(config, split, count=None):
     return {k: np.array(v[:count], copy=True) for k, v in columns.items()}
 
 
-def representative_dataset(config, count=REPRESENTATIVE_EXAMPLES):
+def representative_dataset(config, count=REPRESENTATIVE_EXAMPLES, preprocessing=None):
     """A function yielding the first `count` training examples one by one (int8 calibration)."""
     columns = _rows(config, "train", count)
-    x = _pipeline_inputs(columns, config, sorted(config.model.modalities))
+    x = _pipeline_inputs(columns, config, sorted(config.model.modalities), preprocessing)
     examples = [{k: v[i:i + 1].numpy() for k, v in x.items()} for i in range(len(columns["label"]))]
 
     def generate():
@@ -387,7 +399,7 @@ def tflite_runner(path, num_threads=None):
 # Parity.
 
 
-def _batches(config, max_examples, batch_size=64, split="test"):
+def _batches(config, max_examples, batch_size=64, split="test", preprocessing=None):
     from mmkeras.data import load_split, make_dataset
     from mmkeras.data.sources import dataset_dir_for
 
@@ -396,7 +408,8 @@ def _batches(config, max_examples, batch_size=64, split="test"):
     columns, _ = load_split(dataset_dir, split, data, config.model.modalities, config.model.num_classes)
     if max_examples:
         columns = {k: v[:max_examples] for k, v in columns.items()}
-    ds = make_dataset(columns, data, sorted(config.model.modalities), batch_size=batch_size)
+    ds = make_dataset(columns, data, sorted(config.model.modalities), batch_size=batch_size,
+                      preprocessing=preprocessing)
     for x, y in ds:
         yield {k: v.numpy() for k, v in x.items()}, y.numpy()
 
@@ -420,13 +433,14 @@ def judge(entry, keras_accuracy, tolerance):
 
 
 def parity(config, model, savedmodel_dir=None, tflite_path=None, max_examples=None,
-           runners=None, tolerances=None):
+           runners=None, tolerances=None, preprocessing=None):
     """Runs Keras and each format on the test split; returns the parity report.
 
     Args:
         runners: `{format: run(inputs) -> {"probabilities": array, ...}}`; `savedmodel_dir`
             and `tflite_path` add the `savedmodel` and `tflite` runners.
         tolerances: `{format: Tolerance}` overriding `TOLERANCES`.
+        preprocessing: the model directory's fitted `Preprocessing` (text, tabular models).
     """
     import tensorflow as tf
 
@@ -441,7 +455,7 @@ def parity(config, model, savedmodel_dir=None, tflite_path=None, max_examples=No
         runners["tflite"] = tflite_runner(tflite_path)
 
     keras_probs, labels, outs = [], [], {name: [] for name in runners}
-    for x, y in _batches(config, max_examples):
+    for x, y in _batches(config, max_examples, preprocessing=preprocessing):
         keras_probs.append(np.asarray(model(x, training=False)))
         labels.append(y)
         for name, run in runners.items():
@@ -475,7 +489,7 @@ def _signature_check_rows(config, count=SIGNATURE_CHECK_EXAMPLES):
     return columns
 
 
-def _pipeline_inputs(columns, config, modalities):
+def _pipeline_inputs(columns, config, modalities, preprocessing=None):
     """The training pipeline's decoding (`pipeline.decode_row`) of manifest rows, one at a time.
 
     Row by row rather than through `make_dataset`: tensorflow-io's audio decoding returns wrong
@@ -490,7 +504,8 @@ def _pipeline_inputs(columns, config, modalities):
     for i in range(len(columns["label"])):
         row = {k: tf.constant(v[i]) for k, v in columns.items() if k != "id"}
         rows.append(pipeline.decode_row(row, config.data, modalities))
-    return {k: tf.stack([r[k] for r in rows]) for k in rows[0]}
+    x = {k: tf.stack([r[k] for r in rows]) for k in rows[0]}
+    return preprocessing.apply(x) if preprocessing is not None else x
 
 
 def check_signatures(config, savedmodel_dir, count=SIGNATURE_CHECK_EXAMPLES,
@@ -584,8 +599,9 @@ def check_heads(config, savedmodel_dir, model, multitask_model, count=SIGNATURE_
     return report
 
 
-def _warmup_examples(config, count=WARMUP_EXAMPLES):
-    x = _pipeline_inputs(_rows(config, "test", count), config, sorted(config.model.modalities))
+def _warmup_examples(config, count=WARMUP_EXAMPLES, preprocessing=None):
+    x = _pipeline_inputs(_rows(config, "test", count), config, sorted(config.model.modalities),
+                         preprocessing)
     return {k: v.numpy() for k, v in x.items()}
 
 
@@ -625,6 +641,7 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     """
     from mmkeras import features
     from serving import serving_module as sm
+    from serving import text_signature
     from training.report import write_json
 
     model_dir = pathlib.Path(model_dir)
@@ -636,13 +653,15 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
         raise ValueError(f"Unknown TFLite quantizations {sorted(unknown)}; choose from {TFLITE_QUANT}.")
     multitask_model = load_multitask_model(model_dir) if all_heads else None
     config, model = load_model_dir(model_dir)
+    preprocessing = text_signature.load_preprocessing(model_dir, config)
     served = model if multitask_model is None else multitask_model  # what the SavedModel holds
     out = model_dir / "export"
     start = time.time()
     savedmodel_root = out / "savedmodel"
     savedmodel_dir = export_savedmodel(
         served, savedmodel_root / config.model.name, version,
-        warmup_examples=_warmup_examples(config), model_name=config.model.name,
+        warmup_examples=_warmup_examples(config, preprocessing=preprocessing),
+        model_name=config.model.name, preprocessing=text_signature.text_only(preprocessing),
     )
     write_models_config(savedmodel_root)
     timings = {"savedmodel": round(time.time() - start, 1)}
@@ -659,7 +678,7 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
         convert_source = staging
     try:
         runners, artifacts, onnx_source = _convert(
-            model, convert_source, out, formats, tflite_quant, config, timings)
+            model, convert_source, out, formats, tflite_quant, config, timings, preprocessing)
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -670,12 +689,18 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
         config, model,
         savedmodel_dir=savedmodel_dir if "savedmodel" in formats else None,
         max_examples=max_parity_examples, runners=runners, tolerances=tolerances,
+        preprocessing=preprocessing,
     )
     signatures = list(sm.supported_signatures(model))
     if "savedmodel" in formats and len(signatures) > 1:
         report["signatures"] = check_signatures(config, savedmodel_dir)
     if multitask_model is not None:
         report["head_check"] = check_heads(config, savedmodel_dir, model, multitask_model)
+    if text_signature.text_only(preprocessing) is not None:
+        rows, modalities = _rows(config, "test", SIGNATURE_CHECK_EXAMPLES), sorted(config.model.modalities)
+        report["text_signature"] = text_signature.check_text_signature(
+            savedmodel_dir, _pipeline_inputs(rows, config, modalities),
+            _pipeline_inputs(rows, config, modalities, preprocessing), SIGNATURE_TOLERANCE)
     float_tflite = artifacts.get("tflite")
     for key, path in artifacts.items():
         entry = report.setdefault(key, {})
@@ -705,12 +730,13 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     checked = [report[k] for k in artifacts if "passed" in report[k]]
     checked += list(report.get("signatures", {}).values())
     checked += list(report.get("head_check", {}).values())
+    checked += [report["text_signature"]] if "text_signature" in report else []
     report["passed"] = all(entry["passed"] for entry in checked)
     write_json(out / "parity.json", report)
     return report
 
 
-def _convert(model, source, out, formats, tflite_quant, config, timings):
+def _convert(model, source, out, formats, tflite_quant, config, timings, preprocessing=None):
     """TFLite and ONNX from the SavedModel `source` (`serving_default`) of `model`; returns
     `(runners, artifacts, onnx_source)` and adds each conversion's seconds to `timings`."""
     from serving import onnx_export
@@ -723,7 +749,7 @@ def _convert(model, source, out, formats, tflite_quant, config, timings):
                 continue
             t0 = time.time()
             if quant == "int8" and representative is None:
-                representative = representative_dataset(config)
+                representative = representative_dataset(config, preprocessing=preprocessing)
             filename, key = TFLITE_VARIANTS[quant]
             path = export_tflite(source, out / "tflite" / filename, quant, representative,
                                  float_layers=float_layer_names(model))
@@ -784,6 +810,10 @@ def main(argv=None):
               f"{'OK' if r['passed'] else 'FAILED'}")
     for name, r in report.get("signatures", {}).items():
         print(f"[export] signature {name}: max|diff| vs serving_default="
+              f"{r['max_abs_diff_vs_serving_default']:.2e} {'OK' if r['passed'] else 'FAILED'}")
+    if "text_signature" in report:
+        r = report["text_signature"]
+        print(f"[export] signature {r['signature']} (raw strings): max|diff| vs serving_default="
               f"{r['max_abs_diff_vs_serving_default']:.2e} {'OK' if r['passed'] else 'FAILED'}")
     for head, r in report.get("head_check", {}).items():
         print(f"[export] head {head} ({', '.join(r['outputs'])}): max|diff| vs {r['reference']}="

@@ -230,7 +230,9 @@ def load_data(config):
     modalities = sorted(config.model.modalities)
     preprocessing = None
     if {"text", "tabular"} & set(modalities):
-        preprocessing = Preprocessing.fit(splits["train"][0], config.data, modalities)
+        preprocessing = Preprocessing.fit(
+            splits["train"][0], config.data, modalities, text_encoder=config.model.text_encoder
+        )
     return TrainingData(
         dataset_dir=pathlib.Path(dataset_dir),
         info=dataset_info(dataset_dir),
@@ -493,7 +495,7 @@ def train(config, model_dir, fresh=False):
         save_config(config, model_dir / "config.yaml")
     data = load_data(config)
     if is_chief and data.preprocessing is not None:
-        data.preprocessing.save(model_dir)  # DIR/vocab.txt, DIR/tabular.json
+        data.preprocessing.save(model_dir)  # DIR/vocab.txt or text_preprocessor/, tabular.json
     if multi_worker:
         from training import custom_loop
 
