@@ -1,4 +1,4 @@
-"""Pretrained KerasHub backbones as mmkeras encoders (text and image).
+"""Pretrained KerasHub backbones as mmkeras encoders (text and image; no audio yet).
 
 The backbone comes from a preset: a local directory in KerasHub or Hugging Face format, a short
 name of an offline preset shipped by an installed package (`all-minilm-l6-v2`, see
@@ -19,7 +19,8 @@ map is flattened to tokens) for the attention fusions.
 Training the backbone: `trainable` is `frozen` (weights fixed, dropout and normalisation in
 inference mode), `full`, or `last_n_blocks` (the last `trainable_blocks` numbered blocks, e.g.
 BERT's `transformer_layer_<i>`, and what follows them); `lora_rank` adds LoRA adapters
-(`backbone.enable_lora`), which then are the backbone's only trainable weights.
+(`backbone.enable_lora`): the backbone then trains only the adapters (and the biases of the
+layers they adapt, e.g. BERT's query and value projections).
 """
 
 import collections
@@ -176,7 +177,7 @@ def _head(pooled, tokens, embedding_dim, dropout, return_sequence):
     return encoder_outputs(embedding, tokens, embedding_dim, return_sequence)
 
 
-def pad_token_id(preset):
+def preset_pad_token_id(preset):
     """The padding id of the preset's tokenizer."""
     tokenizer = _keras_hub().tokenizers.Tokenizer.from_preset(resolve_preset(preset))
     pad = getattr(tokenizer, "pad_token_id", None)
@@ -196,6 +197,7 @@ def keras_hub_text_encoder(
     name="text_encoder",
     return_sequence=False,
     backbone=None,
+    pad_token_id=None,
 ):
     """A KerasHub text backbone over int32 token ids `(batch, sequence_length)`.
 
@@ -212,6 +214,7 @@ def keras_hub_text_encoder(
         name: name of the returned model.
         return_sequence: also output the projected token sequence.
         backbone: an already loaded backbone (default: loaded from `preset`).
+        pad_token_id: the padding id (default: the preset tokenizer's; 0 without a preset).
 
     Returns:
         A functional `keras.Model` mapping token ids to `(batch, embedding_dim)`.
@@ -228,7 +231,9 @@ def keras_hub_text_encoder(
     _freeze_unused_pooler(backbone, pooling)
     names = set(backbone.input) if isinstance(backbone.input, dict) else {"token_ids"}
     ids = keras.Input(shape=(sequence_length,), dtype="int32", name=input_name)
-    derived = TokenIdInputs(pad_token_id(preset), segment_ids="segment_ids" in names,
+    if pad_token_id is None:
+        pad_token_id = preset_pad_token_id(preset) if preset else 0
+    derived = TokenIdInputs(pad_token_id, segment_ids="segment_ids" in names,
                             name="backbone_inputs")(ids)
     backbone_inputs = {k: v for k, v in derived.items() if k in names}
     if not isinstance(backbone.input, dict):
@@ -295,10 +300,10 @@ def keras_hub_image_encoder(
     Example:
     ```python
     import numpy as np, keras_hub
-    backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[8], input_conv_kernel_sizes=[3], stackwise_num_filters=[8],
-        stackwise_num_blocks=[1], stackwise_num_strides=[1], block_type="basic_block")
-    encoder = keras_hub_image_encoder(None, (16, 16, 3), backbone=backbone, embedding_dim=4)
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=16,
+        mlp_dim=32)
+    encoder = keras_hub_image_encoder(None, (16, 16, 3), "cls", 4, backbone=backbone)
     encoder(np.zeros((1, 16, 16, 3), "float32")).shape  # (1, 4)
     ```
     """
