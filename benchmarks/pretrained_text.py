@@ -3,6 +3,7 @@
     python -m benchmarks.pretrained_text                       # 3 seeds, the configs' epochs
     python -m benchmarks.pretrained_text --seeds 0 --pretrained-epochs 3 --scratch-epochs 10
     python -m benchmarks.pretrained_text --table-only          # print the table of finished runs
+    python -m benchmarks.pretrained_text --latency             # + TFLite of the seed-0 MiniLM runs
 
 For each seed, six `python -m training.train` runs of `training/configs/openmoji/<name>.yaml`:
 the text encoder from scratch (`text_only`, `early_fusion`: TextVectorization + BiGRU),
@@ -13,6 +14,13 @@ table). The seed-0 run of each is exported (`python -m serving.export --format s
 for the SavedModel size. Runs with a `report.json` are reused, so an interrupted benchmark
 continues where it stopped. The OpenMoji dataset is `python -m mmkeras.datasets.openmoji
 prepare` (32 px, seed 0), found through `$MMKERAS_DATA` like every training run.
+
+`--latency` (after the runs): each seed-0 MiniLM run is exported again with TFLite
+(`python -m serving.export --format savedmodel --format tflite`, a new SavedModel version) and
+timed one example at a time on the first test rows: SavedModel `serving_default` (token ids),
+`serve_text` (raw strings, tokenizer in the graph) and TFLite (token ids: the tokenizer's
+tensorflow-text ops are not TFLite builtins), median milliseconds; with the TFLite size and its
+parity (max |diff|, top-1 agreement) from `parity.json`. Writes `<out>/latency.{md,json}`.
 
 Reported per config: test accuracy and macro-F1 (mean ± std over seeds), epochs run (early
 stopping), seconds per epoch (training wall time / epochs, validation included), parameters,
@@ -140,6 +148,79 @@ def table(rows):
     return "\n".join(lines)
 
 
+def latency(out, names, log, count=100, repeats=3):
+    """Per-example latency of the seed-0 runs' SavedModel signatures and TFLite (see above)."""
+    import tensorflow as tf
+
+    from mmkeras.data import load_split
+    from mmkeras.data.sources import dataset_dir_for
+    from serving import export as export_lib
+    from serving import text_signature
+
+    rows = []
+    for name in names:
+        model_dir = out / "seed0" / name
+        if not (model_dir / "report.json").is_file():
+            continue
+        parity_path = model_dir / "export" / "parity.json"
+        parity = json.loads(parity_path.read_text()) if parity_path.is_file() else {}
+        if "tflite" not in parity:
+            code = _run([sys.executable, "-m", "serving.export", "--model-dir", str(model_dir),
+                         "--format", "savedmodel", "--format", "tflite"], log)
+            print(f"[bench] export {name} with TFLite: exit {code}", flush=True)
+            if not parity_path.is_file():
+                continue
+            parity = json.loads(parity_path.read_text())
+        config, _ = export_lib.load_model_dir(model_dir)
+        preprocessing = text_signature.load_preprocessing(model_dir, config)
+        modalities = sorted(config.model.modalities)
+        columns, _ = load_split(dataset_dir_for(config.data, prepare=False), "test",
+                                config.data, modalities, config.model.num_classes)
+        columns = {k: v[:count] for k, v in columns.items()}
+        raw = export_lib._pipeline_inputs(columns, config, modalities)
+        ids = preprocessing.apply(dict(raw))
+        signatures = tf.saved_model.load(parity["savedmodel"]["path"]).signatures
+        runners = {
+            "savedmodel serving_default (ids)": lambda x: signatures["serving_default"](**x),
+            "savedmodel serve_text (strings)": lambda x: signatures["serve_text"](**x),
+        }
+        tflite = export_lib.tflite_runner(parity["tflite"]["path"], num_threads=1) if "tflite" in parity else None
+        entry = {"config": name, "examples": len(columns["label"]),
+                 "tflite_bytes": parity.get("tflite", {}).get("bytes"),
+                 "tflite_max_abs_diff": parity.get("tflite", {}).get("max_abs_diff"),
+                 "tflite_top1_agreement": parity.get("tflite", {}).get("top1_agreement"),
+                 "parity_examples": parity.get("examples"), "median_ms": {}}
+        inputs = {"savedmodel serving_default (ids)": ids, "savedmodel serve_text (strings)": raw}
+        if tflite is not None:
+            runners["tflite (ids, 1 thread)"] = tflite
+            inputs["tflite (ids, 1 thread)"] = ids
+        for label, run in runners.items():
+            x_all = inputs[label]
+            times = []
+            for _ in range(repeats):
+                for i in range(entry["examples"]):
+                    x = {k: (v[i:i + 1].numpy() if "tflite" in label else v[i:i + 1])
+                         for k, v in x_all.items()}
+                    t0 = time.perf_counter()
+                    run(x)
+                    times.append(time.perf_counter() - t0)
+            entry["median_ms"][label] = round(1000 * float(np.median(times[entry["examples"]:])), 2)
+        rows.append(entry)
+        print(f"[bench] latency {name}: {entry}", flush=True)
+    lines = ["| config | TFLite size | TFLite max diff / top-1 agreement | median ms per example |",
+             "|---|---|---|---|"]
+    for e in rows:
+        size = f"{e['tflite_bytes'] / 1e6:.1f} MB" if e["tflite_bytes"] else "-"
+        agree = (f"{e['tflite_max_abs_diff']:.1e} / {e['tflite_top1_agreement']:.4f} "
+                 f"({e['parity_examples']} test)" if e["tflite_bytes"] else "-")
+        ms = "; ".join(f"{k} {v}" for k, v in e["median_ms"].items())
+        lines.append(f"| {e['config']} | {size} | {agree} | {ms} |")
+    (out / "latency.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "latency.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/pretrained_text")
@@ -151,6 +232,8 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="+", default=None, help="a subset of the config names")
     parser.add_argument("--no-export", action="store_true", help="skip the seed-0 SavedModel exports")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--latency", action="store_true",
+                        help="then export the seed-0 MiniLM runs to TFLite and time them")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,6 +264,8 @@ def main(argv=None):
     (out / "pretrained_text.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "pretrained_text.md").write_text(table(rows) + "\n")
     print(table(rows))
+    if args.latency:
+        latency(out, [n for n in names if "minilm" in n], log)
     return 0
 
 
