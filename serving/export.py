@@ -25,6 +25,11 @@ The SavedModel has three signatures (`serving_default`, `serve_raw`, `serve_exam
 probabilities of `serving_default` (within 1e-5) on real test files, one with audio and one with
 the image marked missing.
 
+A text model (`text` in `model.modalities`) is fed the token ids of the tokenizer saved in DIR
+(`vocab.txt`, or a `keras_hub` encoder's `text_preprocessor/`) in every check, and its
+SavedModel gets a `serve_text` signature taking raw strings (`serving/text_signature.py`),
+checked against `serving_default` (`parity.json`: `text_signature`).
+
 `--all-heads` (a model trained with `model.tasks`): the SavedModel is exported from
 `DIR/multitask.keras` (every head) instead of `DIR/model.keras` (the main head), so every
 signature returns `probabilities` and `class_id` exactly as without the flag (the main head)
