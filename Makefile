@@ -11,9 +11,10 @@ DEMO_ARGS ?=
 
 .PHONY: install demo test clean-venv
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-presets.txt pyproject.toml
 	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-presets.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . || \
 		$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)

@@ -65,8 +65,11 @@ def load_model_dir(model_dir):
 
     import mmkeras.layers  # noqa: F401  (registers the custom layers before deserializing)
 
+    from mmkeras.encoders.keras_hub_presets import register_keras_hub
+
     model_dir = pathlib.Path(model_dir)
     config = load_config(model_dir)
+    register_keras_hub(config.model)  # KerasHub backbones inside the model
     return config, keras.saving.load_model(model_dir / MODEL_FILE)
 
 

@@ -23,7 +23,9 @@ def rows(config, split, count=None):
     return {k: np.array(v[:count], copy=True) for k, v in columns.items()}
 
 
-def batches(config, max_examples, batch_size=64, split="test"):
+def batches(config, max_examples, batch_size=64, split="test", preprocessing=None):
+    """`(inputs, labels)` numpy batches of a split through `make_dataset` (with the model
+    directory's fitted `preprocessing`: token ids for text, normalised tabular vectors)."""
     from mmkeras.data import load_split, make_dataset
     from mmkeras.data.sources import dataset_dir_for
 
@@ -32,7 +34,8 @@ def batches(config, max_examples, batch_size=64, split="test"):
     columns, _ = load_split(dataset_dir, split, data, config.model.modalities, config.model.num_classes)
     if max_examples:
         columns = {k: v[:max_examples] for k, v in columns.items()}
-    ds = make_dataset(columns, data, sorted(config.model.modalities), batch_size=batch_size)
+    ds = make_dataset(columns, data, sorted(config.model.modalities), batch_size=batch_size,
+                      preprocessing=preprocessing)
     for x, y in ds:
         yield {k: v.numpy() for k, v in x.items()}, y.numpy()
 
@@ -51,8 +54,9 @@ def signature_check_rows(config, count=SIGNATURE_CHECK_EXAMPLES):
     return columns
 
 
-def pipeline_inputs(columns, config, modalities):
-    """The training pipeline's decoding (`pipeline.decode_row`) of manifest rows, one at a time.
+def pipeline_inputs(columns, config, modalities, preprocessing=None):
+    """The training pipeline's decoding (`pipeline.decode_row`) of manifest rows, one at a time,
+    then the model directory's fitted `preprocessing` if given (what `serving_default` takes).
 
     Row by row rather than through `make_dataset`: tensorflow-io's audio decoding returns wrong
     samples for some clips when several calls run at once (a parallel `tf.data` map), which
@@ -66,9 +70,11 @@ def pipeline_inputs(columns, config, modalities):
     for i in range(len(columns["label"])):
         row = {k: tf.constant(v[i]) for k, v in columns.items() if k != "id"}
         rows.append(pipeline.decode_row(row, config.data, modalities))
-    return {k: tf.stack([r[k] for r in rows]) for k in rows[0]}
+    x = {k: tf.stack([r[k] for r in rows]) for k in rows[0]}
+    return preprocessing.apply(x) if preprocessing is not None else x
 
 
-def warmup_examples(config, count=WARMUP_EXAMPLES):
-    x = pipeline_inputs(rows(config, "test", count), config, sorted(config.model.modalities))
+def warmup_examples(config, count=WARMUP_EXAMPLES, preprocessing=None):
+    x = pipeline_inputs(rows(config, "test", count), config, sorted(config.model.modalities),
+                        preprocessing)
     return {k: v.numpy() for k, v in x.items()}

@@ -38,6 +38,11 @@ each `serve_<m..>_only` gives those of `serving_default` with the other modaliti
 flagged 0, in the SavedModel (1e-5) and in each TFLite file (float32 1e-4, quantized within the
 format's `max_abs_diff`: int8 calibrates each signature on its own inputs).
 
+A text model (`text` in `model.modalities`) is fed the token ids of the tokenizer saved in DIR
+(`vocab.txt`, or a `keras_hub` encoder's `text_preprocessor/`) in every check, and its
+SavedModel gets a `serve_text` signature taking raw strings (`serving/text_signature.py`),
+checked against `serving_default` (`parity.json`: `text_signature`).
+
 `--all-heads` (a model trained with `model.tasks`): the SavedModel is exported from
 `DIR/multitask.keras` (every head) instead of `DIR/model.keras` (the main head), so every
 signature returns `probabilities` and `class_id` exactly as without the flag (the main head)
@@ -94,6 +99,7 @@ from mmkeras import errors
 from serving import examples
 from serving import parity as parity_lib
 from serving import savedmodel_export
+from serving import text_signature
 from serving import tflite_export
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -198,6 +204,7 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
         log(f"removed {path}: left by an export that did not finish")
     multitask_model = load_multitask_model(model_dir) if all_heads else None
     config, model = load_model_dir(model_dir)
+    preprocessing = text_signature.load_preprocessing(model_dir, config)
     served = model if multitask_model is None else multitask_model  # what the SavedModel holds
     savedmodel_root = out / "savedmodel"
     base = savedmodel_root / config.model.name
@@ -212,7 +219,8 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     start = time.time()
     try:
         report, staged = _export_staged(config, model, multitask_model, served, stage, version,
-                                        formats, tflite_quant, tolerances, max_parity_examples)
+                                        formats, tflite_quant, tolerances, max_parity_examples,
+                                        preprocessing)
         if report["passed"]:
             final = _publish(staged, stage, out, base / str(version))
             savedmodel_export.write_models_config(savedmodel_root, serving_base_path)
@@ -254,14 +262,19 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
 
 
 def _export_staged(config, model, multitask_model, served, stage, version, formats,
-                   tflite_quant, tolerances, max_parity_examples):
-    """Writes every artifact under `stage` and checks it; returns `(report, {key: path})`."""
+                   tflite_quant, tolerances, max_parity_examples, preprocessing=None):
+    """Writes every artifact under `stage` and checks it; returns `(report, {key: path})`.
+
+    `preprocessing` (the model directory's fitted tokenizer / tabular normaliser, None when
+    the model needs none) makes every check feed what `serving_default` takes (token ids,
+    normalised vectors), and for text models adds the raw-string `serve_text` signature."""
     from serving import serving_module as sm
 
     t0 = time.time()
     savedmodel_dir = savedmodel_export.export_savedmodel(
         served, stage / "savedmodel", version,
-        warmup_examples=examples.warmup_examples(config), model_name=config.model.name,
+        warmup_examples=examples.warmup_examples(config, preprocessing=preprocessing),
+        model_name=config.model.name, preprocessing=text_signature.text_only(preprocessing),
     )
     timings = {"savedmodel": round(time.time() - t0, 1)}
     # TFLite and ONNX carry the main head: with --all-heads they are converted from a
@@ -272,7 +285,7 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         sm.build_archive(model, sm.tensor_signatures(model)).write_out(
             str(convert_source), verbose=False)
     runners, artifacts, onnx_source = _convert(
-        model, convert_source, stage, formats, tflite_quant, config, timings)
+        model, convert_source, stage, formats, tflite_quant, config, timings, preprocessing)
     if convert_source != savedmodel_dir:
         shutil.rmtree(convert_source, ignore_errors=True)
     artifacts = {"savedmodel": savedmodel_dir, **artifacts}
@@ -281,6 +294,7 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         config, model,
         savedmodel_dir=savedmodel_dir if "savedmodel" in formats else None,
         max_examples=max_parity_examples, runners=runners, tolerances=tolerances,
+        preprocessing=preprocessing,
     )
     signatures = list(sm.supported_signatures(served))
     if "savedmodel" in formats and sm.SERVE_RAW in signatures:
@@ -288,10 +302,18 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
     if sm.modality_subsets(model):
         tflite_paths = {key: path for key, path in artifacts.items() if key.startswith("tflite")}
         report["subset_signatures"] = parity_lib.check_subset_signatures(
-            config, model, savedmodel_dir, tflite_paths, tolerances)
+            config, model, savedmodel_dir, tflite_paths, tolerances,
+            preprocessing=preprocessing)
     if multitask_model is not None:
         report["head_check"] = parity_lib.check_heads(
             config, savedmodel_dir, model, multitask_model)
+    if text_signature.text_only(preprocessing) is not None:
+        rows = examples.rows(config, "test", examples.SIGNATURE_CHECK_EXAMPLES)
+        modalities = sorted(config.model.modalities)
+        report["text_signature"] = text_signature.check_text_signature(
+            savedmodel_dir, examples.pipeline_inputs(rows, config, modalities),
+            examples.pipeline_inputs(rows, config, modalities, preprocessing),
+            parity_lib.SIGNATURE_TOLERANCE)
     for key, seconds in timings.items():
         report.setdefault(key, {})["export_seconds"] = seconds
     report["savedmodel"].update({
@@ -310,6 +332,7 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
     checked += list(report.get("signatures", {}).values())
     checked += list(report.get("subset_signatures", {}).values())
     checked += list(report.get("head_check", {}).values())
+    checked += [report["text_signature"]] if "text_signature" in report else []
     report["passed"] = all(entry["passed"] for entry in checked)
     return report, artifacts
 
@@ -331,7 +354,7 @@ def _publish(staged, stage, out, version_dir):
     return dict(sorted(final.items(), key=lambda item: list(staged).index(item[0])))
 
 
-def _convert(model, source, out, formats, tflite_quant, config, timings):
+def _convert(model, source, out, formats, tflite_quant, config, timings, preprocessing=None):
     """TFLite (`serving_default` and the `serve_<m..>_only` signatures) and ONNX
     (`serving_default`) from the SavedModel `source` of `model`; returns
     `(runners, artifacts, onnx_source)` and adds each conversion's seconds to `timings`."""
@@ -346,7 +369,8 @@ def _convert(model, source, out, formats, tflite_quant, config, timings):
                 continue
             t0 = time.time()
             if quant == "int8" and representative is None:
-                representative = tflite_export.representative_dataset(config)
+                representative = tflite_export.representative_dataset(
+                    config, preprocessing=preprocessing)
             filename, key = tflite_export.TFLITE_VARIANTS[quant]
             path = tflite_export.export_tflite(
                 source, out / "tflite" / filename, quant, representative,
@@ -423,6 +447,10 @@ def main(argv=None):
         print(f"[export] signature {name}: max|diff| vs serving_default with "
               f"{', '.join(m for m in r['modalities'])} present, the rest missing: {diffs} "
               f"{'OK' if r['passed'] else 'FAILED'}")
+    if "text_signature" in report:
+        r = report["text_signature"]
+        print(f"[export] signature {r['signature']} (raw strings): max|diff| vs serving_default="
+              f"{r['max_abs_diff_vs_serving_default']:.2e} {'OK' if r['passed'] else 'FAILED'}")
     for head, r in report.get("head_check", {}).items():
         print(f"[export] head {head} ({', '.join(r['outputs'])}): max|diff| vs {r['reference']}="
               f"{r['max_abs_diff']:.2e} {'OK' if r['passed'] else 'FAILED'}")

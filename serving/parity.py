@@ -63,13 +63,14 @@ def judge(entry, keras_accuracy, tolerance):
 
 
 def parity(config, model, savedmodel_dir=None, tflite_path=None, max_examples=None,
-           runners=None, tolerances=None):
+           runners=None, tolerances=None, preprocessing=None):
     """Runs Keras and each format on the test split; returns the parity report.
 
     Args:
         runners: `{format: run(inputs) -> {"probabilities": array, ...}}`; `savedmodel_dir`
             and `tflite_path` add the `savedmodel` and `tflite` runners.
         tolerances: `{format: Tolerance}` overriding `TOLERANCES`.
+        preprocessing: the model directory's fitted `Preprocessing` (text, tabular models).
     """
     import tensorflow as tf
 
@@ -84,7 +85,7 @@ def parity(config, model, savedmodel_dir=None, tflite_path=None, max_examples=No
         runners["tflite"] = tflite_export.tflite_runner(tflite_path)
 
     keras_probs, labels, outs = [], [], {name: [] for name in runners}
-    for x, y in examples.batches(config, max_examples):
+    for x, y in examples.batches(config, max_examples, preprocessing=preprocessing):
         keras_probs.append(np.asarray(model(x, training=False)))
         labels.append(y)
         for name, run in runners.items():
@@ -175,7 +176,7 @@ def subset_reference_inputs(x, subset):
 
 
 def check_subset_signatures(config, model, savedmodel_dir, tflite_paths=None, tolerances=None,
-                            count=examples.SIGNATURE_CHECK_EXAMPLES):
+                            count=examples.SIGNATURE_CHECK_EXAMPLES, preprocessing=None):
     """Each `serve_<m..>_only` signature vs `serving_default` with the other modalities set
     missing (zeros, flag 0; `subset_reference_inputs`), on real test rows, in the SavedModel
     and in each TFLite file (`{parity key: path}`, each compared with its own
@@ -198,7 +199,8 @@ def check_subset_signatures(config, model, savedmodel_dir, tflite_paths=None, to
     tolerances = dict(TOLERANCES, **(tolerances or {}))
     columns = examples.signature_check_rows(config, count)
     x = {k: v.numpy() for k, v in
-         examples.pipeline_inputs(columns, config, sorted(config.model.modalities)).items()}
+         examples.pipeline_inputs(columns, config, sorted(config.model.modalities),
+                                  preprocessing).items()}
     loaded = tf.saved_model.load(str(savedmodel_dir))
     signatures = loaded.signatures
     runners = {"savedmodel": (

@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 
 from mmkeras import model_dir as model_dir_lib
+from serving import text_signature
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 # Where TF Serving finds the models in `models.config`: the `tensorflow/serving` container's
@@ -63,8 +64,12 @@ def write_warmup(version_dir, model_name, examples):
     return path
 
 
-def export_savedmodel(model, base, version=None, warmup_examples=None, model_name=None):
+def export_savedmodel(model, base, version=None, warmup_examples=None, model_name=None,
+                      preprocessing=None):
     """Writes `<base>/<version>/` (with warm-up requests) atomically; returns its path.
+
+    `preprocessing` (a text model's fitted `Preprocessing`) adds the `serve_text` signature,
+    which takes raw strings (`serving/text_signature.py`).
 
     Everything is written into `<base>/.tmp-<pid>-version-<version>` and renamed at the end;
     on any error the temporary directory is removed and no version appears. (`export` calls
@@ -82,7 +87,10 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        build_archive(model).write_out(str(tmp), verbose=False)
+        archive = build_archive(model)
+        if preprocessing is not None:
+            text_signature.add_text_endpoint(archive, model, preprocessing)
+        archive.write_out(str(tmp), verbose=False)
         if warmup_examples is not None:
             write_warmup(tmp, model_name or base.name, warmup_examples)
         os.rename(tmp, final)

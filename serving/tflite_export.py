@@ -21,10 +21,10 @@ TFLITE_VARIANTS = {
 REPRESENTATIVE_EXAMPLES = 200
 
 
-def representative_dataset(config, count=REPRESENTATIVE_EXAMPLES):
+def representative_dataset(config, count=REPRESENTATIVE_EXAMPLES, preprocessing=None):
     """A function yielding the first `count` training examples one by one (int8 calibration)."""
     columns = examples.rows(config, "train", count)
-    x = examples.pipeline_inputs(columns, config, sorted(config.model.modalities))
+    x = examples.pipeline_inputs(columns, config, sorted(config.model.modalities), preprocessing)
     one_by_one = [{k: v[i:i + 1].numpy() for k, v in x.items()}
                   for i in range(len(columns["label"]))]
 

@@ -204,7 +204,9 @@ def load_data(config):
     modalities = sorted(config.model.modalities)
     preprocessing = None
     if {"text", "tabular"} & set(modalities):
-        preprocessing = Preprocessing.fit(splits["train"][0], config.data, modalities)
+        preprocessing = Preprocessing.fit(
+            splits["train"][0], config.data, modalities, text_encoder=config.model.text_encoder
+        )
     return TrainingData(
         dataset_dir=pathlib.Path(dataset_dir),
         info=dataset_info(dataset_dir),
@@ -465,7 +467,7 @@ def train(config, model_dir, fresh=False):
         save_config(config, model_dir / "config.yaml")
     data = load_data(config)
     if is_chief and data.preprocessing is not None:
-        data.preprocessing.save(model_dir)  # DIR/vocab.txt, DIR/tabular.json
+        data.preprocessing.save(model_dir)  # DIR/vocab.txt or text_preprocessor/, tabular.json
     if multi_worker:
         run = custom_loop.train_loop(config, model_dir, strategy, data, hparams=_hparams(config))
     else:

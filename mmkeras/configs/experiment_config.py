@@ -97,8 +97,10 @@ class ImageEncoderConfig:
     """An image encoder over `data.image_shape` images.
 
     Attributes:
-        type: `cnn` (the small LeNet-style CNN), `resnet` (residual blocks) or `application`
-            (a `keras.applications` backbone named by `backbone`).
+        type: `cnn` (the small LeNet-style CNN), `resnet` (residual blocks), `application`
+            (a `keras.applications` backbone named by `backbone`) or `keras_hub` (a KerasHub
+            backbone from `preset`, with `pooling`, `trainable`, `trainable_blocks`,
+            `lora_rank` as in `TextEncoderConfig`).
         filters: filters of each block (`cnn`: conv blocks; `resnet`: one stage each).
         blocks_per_stage: residual blocks per stage (`resnet`).
         backbone: a `keras.applications` name, e.g. `MobileNetV2` (`application`).
@@ -115,6 +117,11 @@ class ImageEncoderConfig:
     backbone: str = "MobileNetV2"
     weights: typing.Optional[str] = None
     trainable_backbone: bool = True
+    preset: typing.Optional[str] = None
+    pooling: str = "mean"
+    trainable: str = "full"
+    trainable_blocks: int = 2
+    lora_rank: typing.Optional[int] = None
 
 
 @dataclasses.dataclass
@@ -150,7 +157,10 @@ class TextEncoderConfig:
     """Token ids (from the `TextVectorization` adapted in tf.data) -> embedding.
 
     Attributes:
-        type: `gru`, `lstm` (bidirectional), `cnn` (1D convolutions) or `transformer`.
+        type: `gru`, `lstm` (bidirectional), `cnn` (1D convolutions), `transformer`, or
+            `keras_hub` (a pretrained KerasHub backbone: `preset` and the fields below; its
+            tokenizer replaces the `TextVectorization`, `data.text_sequence_length` counts
+            its special tokens).
         token_dim: size of the token embeddings.
         units: recurrent units per direction (`gru`, `lstm`), filters (`cnn`) or the
             feed-forward width (`transformer`).
@@ -158,6 +168,13 @@ class TextEncoderConfig:
         num_heads: attention heads (`transformer`).
         embedding_dim: size of the output embedding.
         dropout: dropout rate.
+        preset: (`keras_hub`) a KerasHub preset handle, a local directory (KerasHub or
+            Hugging Face format) or the short name of an installed offline preset
+            (`all-minilm-l6-v2`; `mmkeras.encoders.keras_hub_presets`).
+        pooling: (`keras_hub`) `cls`, `mean` (over the padding mask) or `pooled`.
+        trainable: (`keras_hub`) `frozen`, `full` or `last_n_blocks`.
+        trainable_blocks: (`keras_hub`) blocks trained with `last_n_blocks`.
+        lora_rank: (`keras_hub`) LoRA adapters of this rank (None: off).
     """
 
     type: str = "gru"
@@ -167,6 +184,11 @@ class TextEncoderConfig:
     num_heads: int = 2
     embedding_dim: int = 64
     dropout: float = 0.1
+    preset: typing.Optional[str] = None
+    pooling: str = "mean"
+    trainable: str = "full"
+    trainable_blocks: int = 2
+    lora_rank: typing.Optional[int] = None
 
 
 @dataclasses.dataclass

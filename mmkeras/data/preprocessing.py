@@ -3,7 +3,9 @@
 `Preprocessing.fit(train_columns, data_config, modalities)` adapts what the configured
 modalities need; `save(model_dir)` writes `vocab.txt` (text) and `tabular.json` (numeric mean
 and standard deviation, category vocabularies), and `load(model_dir, ...)` restores them, so
-evaluation and export use exactly the training-time mapping.
+evaluation and export use exactly the training-time mapping. With a `keras_hub` text encoder
+(`text_encoder=` its config), the preset's tokenizer replaces the vectorizer: nothing is
+adapted, and `save` writes its config and vocabulary to `text_preprocessor/`.
 """
 
 import json
@@ -24,21 +26,32 @@ class Preprocessing:
 
     Args:
         vectorizer: a `TextVectorization` (text) or None.
+        text_preprocessor: a KerasHub text preprocessor (the `keras_hub` text encoder's
+            tokenizer) or None; used instead of `vectorizer`.
         tabular: dict with `numeric` (names), `mean`, `std`, `categorical` (names),
             `vocabularies` (one token list per categorical column, id = position + 1,
             0 = unknown) - or None.
     """
 
-    def __init__(self, vectorizer=None, tabular=None):
+    def __init__(self, vectorizer=None, tabular=None, text_preprocessor=None):
         self.vectorizer = vectorizer
         self.tabular = tabular
+        self.text_preprocessor = text_preprocessor
         self._tables = None
 
     @classmethod
-    def fit(cls, train_columns, data_config, modalities):
-        """Fits on the training split's columns (rows with the modality present only)."""
-        vectorizer = tabular = None
-        if features.TEXT in modalities:
+    def fit(cls, train_columns, data_config, modalities, text_encoder=None):
+        """Fits on the training split's columns (rows with the modality present only).
+
+        `text_encoder`: the model's `TextEncoderConfig`; type `keras_hub` takes its preset's
+        tokenizer instead of adapting a vectorizer.
+        """
+        vectorizer = tabular = text_preprocessor = None
+        if features.TEXT in modalities and _uses_preset(text_encoder):
+            text_preprocessor = text_lib.preset_preprocessor(
+                text_encoder.preset, data_config.text_sequence_length
+            )
+        elif features.TEXT in modalities:
             present = train_columns[features.presence_key(features.TEXT)] > 0
             vectorizer = text_lib.adapt_vectorizer(
                 train_columns[features.TEXT][present], data_config.text_max_tokens,
@@ -63,28 +76,38 @@ class Preprocessing:
                 "categorical": list(data_config.tabular_categorical),
                 "vocabularies": vocabularies,
             }
-        return cls(vectorizer, tabular)
+        return cls(vectorizer, tabular, text_preprocessor)
 
     def save(self, directory):
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.vectorizer is not None:
             text_lib.save_vocabulary(self.vectorizer, directory)
+        if self.text_preprocessor is not None:
+            text_lib.save_preset_preprocessor(self.text_preprocessor, directory)
         if self.tabular is not None:
             path = directory / TABULAR_FILE
             model_dir_lib.write_text(path, json.dumps(self.tabular, indent=1) + "\n")
 
     @classmethod
-    def load(cls, directory, data_config, modalities):
+    def load(cls, directory, data_config, modalities, text_encoder=None):
+        """Restores what `save` wrote. The text tokenizer is the saved preset preprocessor
+        when `text_encoder` is a `keras_hub` config (or, without a config, when the directory
+        has one), else the vectorizer of `vocab.txt`."""
         directory = pathlib.Path(directory)
-        vectorizer = tabular = None
-        if features.TEXT in modalities:
+        vectorizer = tabular = text_preprocessor = None
+        saved_preset = (directory / text_lib.PRESET_TOKENIZER_DIR).is_dir()
+        if features.TEXT in modalities and (
+            _uses_preset(text_encoder) or (text_encoder is None and saved_preset)
+        ):
+            text_preprocessor = text_lib.load_preset_preprocessor(directory)
+        elif features.TEXT in modalities:
             vectorizer = text_lib.load_vectorizer(
                 directory, data_config.text_max_tokens, data_config.text_sequence_length
             )
         if features.TABULAR in modalities:
             tabular = json.loads((directory / TABULAR_FILE).read_text())
-        return cls(vectorizer, tabular)
+        return cls(vectorizer, tabular, text_preprocessor)
 
     def _lookup_tables(self):
         if self._tables is None:
@@ -105,15 +128,26 @@ class Preprocessing:
             parts.append(tf.cast(table.lookup(categories[..., j : j + 1]), tf.float32))
         return tf.concat(parts, axis=-1)
 
+    def text_ids(self, texts):
+        """Strings `(batch,)` -> int32 token ids `(batch, text_sequence_length)`: the preset
+        tokenizer or the vectorizer (tf ops: tf.data and serving signatures call this)."""
+        if self.text_preprocessor is not None:
+            return text_lib.preset_token_ids(self.text_preprocessor, texts)
+        return tf.cast(self.vectorizer(texts), tf.int32)
+
     def apply(self, x):
         """Maps a (batched) feature dict: `text` strings -> ids; tabular -> one vector."""
         x = dict(x)
-        if self.vectorizer is not None and features.TEXT in x:
-            x[features.TEXT] = tf.cast(self.vectorizer(x[features.TEXT]), tf.int32)
+        if features.TEXT in x and (self.vectorizer is not None or self.text_preprocessor is not None):
+            x[features.TEXT] = self.text_ids(x[features.TEXT])
         if self.tabular is not None and features.TABULAR in x:
             categories = x.pop("tabular_categories")
             x[features.TABULAR] = self.tabular_vector(x[features.TABULAR], categories)
         return x
+
+
+def _uses_preset(text_encoder):
+    return text_encoder is not None and getattr(text_encoder, "type", None) == "keras_hub"
 
 
 def _bins(data_config):

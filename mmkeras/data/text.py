@@ -92,3 +92,69 @@ def string_input_model(vectorizer, model, text_key=features.TEXT, name=None):
     else:
         outputs = model(feed)
     return keras.Model(inputs, outputs, name=name or f"{model.name}_strings")
+
+
+# A KerasHub preset's tokenizer (the `keras_hub` text encoder) instead of the vectorizer.
+
+PRESET_TOKENIZER_DIR = "text_preprocessor"
+
+
+def preset_preprocessor(preset, sequence_length):
+    """The preset's text preprocessor (tokenizer + `[CLS] ... [SEP]` packing + padding to
+    `sequence_length`), e.g. a `keras_hub` `BertTextClassifierPreprocessor`.
+
+    `preset` is resolved by `mmkeras.encoders.keras_hub_presets.resolve_preset` (a
+    directory, an installed offline preset's short name, or a KerasHub handle).
+    """
+    import keras_hub
+
+    from mmkeras.encoders.keras_hub_presets import resolve_preset
+
+    return keras_hub.models.TextClassifierPreprocessor.from_preset(
+        resolve_preset(preset), sequence_length=int(sequence_length)
+    )
+
+
+def save_preset_preprocessor(preprocessor, directory):
+    """Writes the preprocessor's config and tokenizer assets (vocabulary) to
+    `directory/text_preprocessor/` (replacing an older copy atomically); returns that path.
+
+    The model directory is then self-contained: loading needs neither the preset nor a network.
+    """
+    import shutil
+
+    final = pathlib.Path(directory) / PRESET_TOKENIZER_DIR
+    tmp = final.with_name(f".tmp-{PRESET_TOKENIZER_DIR}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    preprocessor.save_to_preset(str(tmp))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def load_preset_preprocessor(directory):
+    """The preprocessor saved by `save_preset_preprocessor` in `directory` (a model
+    directory, or its `text_preprocessor/` folder)."""
+    import json
+
+    import keras_hub  # noqa: F401  (registers the preprocessor and tokenizer classes)
+
+    path = pathlib.Path(directory)
+    if (path / PRESET_TOKENIZER_DIR).is_dir():
+        path = path / PRESET_TOKENIZER_DIR
+    config_file = path / "preprocessor.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"No saved text preprocessor: {config_file} does not exist.")
+    preprocessor = keras.saving.deserialize_keras_object(json.loads(config_file.read_text()))
+    preprocessor.load_preset_assets(str(path))
+    return preprocessor
+
+
+def preset_token_ids(preprocessor, texts):
+    """Strings `(batch,)` -> int32 token ids `(batch, sequence_length)` (tf ops; runs in
+    tf.data and inside serving signatures)."""
+    import tensorflow as tf
+
+    return tf.cast(preprocessor(texts)["token_ids"], tf.int32)

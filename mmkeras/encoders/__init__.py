@@ -7,3 +7,5 @@ from mmkeras.encoders.text_encoder import text_encoder
 from mmkeras.encoders.timeseries_encoder import timeseries_encoder
 from mmkeras.encoders.video_encoder import video_encoder
 from mmkeras.encoders.from_config import encoder_from_config
+from mmkeras.encoders.keras_hub_encoder import keras_hub_image_encoder
+from mmkeras.encoders.keras_hub_encoder import keras_hub_text_encoder

@@ -5,6 +5,8 @@ from mmkeras.encoders.audio_cnn_encoder import audio_cnn_encoder
 from mmkeras.encoders.image_application_encoder import image_application_encoder
 from mmkeras.encoders.image_cnn_encoder import image_cnn_encoder
 from mmkeras.encoders.image_resnet_encoder import image_resnet_encoder
+from mmkeras.encoders.keras_hub_encoder import keras_hub_image_encoder
+from mmkeras.encoders.keras_hub_encoder import keras_hub_text_encoder
 from mmkeras.encoders.tabular_encoder import tabular_encoder
 from mmkeras.encoders.text_encoder import text_encoder
 from mmkeras.encoders.timeseries_encoder import timeseries_encoder
@@ -14,6 +16,14 @@ MODALITIES = (
     features.IMAGE, features.AUDIO, features.TEXT, features.VIDEO, features.TABULAR,
     features.TIMESERIES,
 )
+
+
+def _hub_args(c):
+    """The `keras_hub` fields of an encoder config, as keyword arguments of its builder."""
+    return dict(
+        pooling=c.pooling, embedding_dim=c.embedding_dim, trainable=c.trainable,
+        trainable_blocks=c.trainable_blocks, lora_rank=c.lora_rank, dropout=c.dropout,
+    )
 
 
 def encoder_from_config(modality, model_config, data_config=None, return_sequence=False):
@@ -38,7 +48,11 @@ def encoder_from_config(modality, model_config, data_config=None, return_sequenc
                 c.backbone, shape, weights=c.weights, trainable_backbone=c.trainable_backbone,
                 embedding_dim=c.embedding_dim, dropout=c.dropout, **seq,
             )
-        raise ValueError(f"Unknown image encoder type {c.type!r}: use cnn, resnet or application.")
+        if c.type == "keras_hub":
+            return keras_hub_image_encoder(c.preset, shape, **_hub_args(c), **seq)
+        raise ValueError(
+            f"Unknown image encoder type {c.type!r}: use cnn, resnet, application or keras_hub."
+        )
     if modality == features.AUDIO:
         c = model_config.audio_encoder
         spec_augment = None
@@ -57,6 +71,10 @@ def encoder_from_config(modality, model_config, data_config=None, return_sequenc
         )
     if modality == features.TEXT:
         c = model_config.text_encoder
+        if c.type == "keras_hub":
+            return keras_hub_text_encoder(
+                c.preset, data_config.text_sequence_length, **_hub_args(c), **seq
+            )
         return text_encoder(
             data_config.text_max_tokens, data_config.text_sequence_length, c.type,
             token_dim=c.token_dim, units=c.units, num_layers=c.num_layers,

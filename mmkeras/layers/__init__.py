@@ -35,3 +35,5 @@ from mmkeras.layers.pairwise_kernels import PolynomialKernel
 from mmkeras.layers.pairwise_kernels import RBFKernel
 from mmkeras.layers.subspace_projection import SubspaceProjection
 from mmkeras.layers.sync_offset_scores import SyncOffsetScores
+from mmkeras.layers.sequence_pooling import SequencePooling
+from mmkeras.layers.token_inputs import TokenIdInputs

@@ -1,0 +1,88 @@
+"""Raw strings into a text model's SavedModel: the `serve_text` signature.
+
+A text model takes int32 token ids (`text`), made in tf.data by the tokenizer saved in the
+model directory: the `TextVectorization` of `vocab.txt`, or a `keras_hub` encoder's preset
+tokenizer in `text_preprocessor/` (`mmkeras.data.preprocessing.Preprocessing`). Export keeps
+`serving_default` on token ids (what Keras, TFLite and ONNX see) and adds `serve_text`, which
+takes the same inputs except `text`, a string `[B]`, and runs that tokenizer inside the graph,
+so clients send raw text. The preset tokenizers (WordPiece, SentencePiece, BPE) use
+tensorflow-text ops: loading the SavedModel in Python needs `import tensorflow_text` (done by
+`keras_hub`), and the server must have those ops linked in.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from mmkeras import features
+from serving import serving_module as sm
+
+SERVE_TEXT = "serve_text"
+
+
+def load_preprocessing(model_dir, config):
+    """The model directory's fitted `Preprocessing` (None when the model needs none)."""
+    from mmkeras.data.preprocessing import Preprocessing
+
+    modalities = sorted(config.model.modalities)
+    if not {features.TEXT, features.TABULAR} & set(modalities):
+        return None
+    return Preprocessing.load(
+        model_dir, config.data, modalities, text_encoder=config.model.text_encoder
+    )
+
+
+def text_only(preprocessing):
+    """`preprocessing` when it tokenizes text (the `serve_text` signature applies), else None."""
+    if preprocessing is None:
+        return None
+    if preprocessing.vectorizer is None and preprocessing.text_preprocessor is None:
+        return None
+    return preprocessing
+
+
+def text_input_specs(model):
+    """`serving_default`'s inputs with `text` as a string `[B]`."""
+    specs = sm.input_specs(model)
+    if features.TEXT not in specs:
+        raise ValueError(f"The model has no '{features.TEXT}' input: {sorted(specs)}.")
+    specs[features.TEXT] = tf.TensorSpec([None], tf.string, name=features.TEXT)
+    return specs
+
+
+def add_text_endpoint(archive, model, preprocessing):
+    """Adds `serve_text` to `archive` (a `keras.export.ExportArchive` tracking `model`)."""
+    tokenizer = preprocessing.text_preprocessor or preprocessing.vectorizer
+    archive.track(tokenizer)
+    heads = sm.head_names(model)
+
+    def serve_text(inputs):
+        x = dict(inputs)
+        x[features.TEXT] = preprocessing.text_ids(x[features.TEXT])
+        outputs = model(x, training=False)
+        if not isinstance(outputs, dict):
+            outputs = {features.PROBABILITIES: outputs}
+        result = {}
+        for head in heads:
+            probabilities, class_id = sm.head_output_names(head)
+            result[probabilities] = outputs[head]
+            result[class_id] = tf.argmax(outputs[head], axis=-1)
+        return result
+
+    archive.add_endpoint(SERVE_TEXT, serve_text, input_signature=[text_input_specs(model)])
+    return archive
+
+
+def check_text_signature(savedmodel_dir, raw_inputs, id_inputs, tolerance):
+    """`serve_text` on raw strings vs `serving_default` on the tf.data token ids of the same
+    rows: max |probability difference| and identical class ids."""
+    signatures = tf.saved_model.load(str(savedmodel_dir)).signatures
+    reference = signatures[sm.SERVING_DEFAULT](**id_inputs)
+    out = signatures[SERVE_TEXT](**raw_inputs)
+    diff = float(np.abs(out[features.PROBABILITIES].numpy()
+                        - reference[features.PROBABILITIES].numpy()).max())
+    same = bool((out[features.CLASS_ID].numpy() == reference[features.CLASS_ID].numpy()).all())
+    return {
+        "signature": SERVE_TEXT, "examples": int(len(out[features.CLASS_ID])),
+        "max_abs_diff_vs_serving_default": diff, "tolerance": tolerance,
+        "passed": bool(diff <= tolerance and same),
+    }
