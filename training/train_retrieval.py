@@ -229,13 +229,17 @@ def train(config, model_dir, fresh=False, evaluate_only=False):
 
             raise DataError(f"The {split} split of {dataset_dir} has no usable rows.")
     # Text -> token ids in tf.data, with a vocabulary adapted on the training split only
-    # (saved as DIR/vocab.txt; --evaluate-only reloads it instead of adapting again).
+    # (saved as DIR/vocab.txt), or a keras_hub encoder's preset tokenizer (saved in
+    # DIR/text_preprocessor/); --evaluate-only reloads it instead of fitting again.
     preprocessing = None
     if {"text", "tabular"} & set(modalities):
+        text_encoder = config.model.text_encoder  # keras_hub: the preset's tokenizer
         if evaluate_only:
-            preprocessing = Preprocessing.load(model_dir, config.data, modalities)
+            preprocessing = Preprocessing.load(model_dir, config.data, modalities,
+                                               text_encoder=text_encoder)
         else:
-            preprocessing = Preprocessing.fit(columns["train"], config.data, modalities)
+            preprocessing = Preprocessing.fit(columns["train"], config.data, modalities,
+                                              text_encoder=text_encoder)
             preprocessing.save(model_dir)
     train_ds = make_dataset(
         columns["train"], config.data, modalities, training=True, preprocessing=preprocessing

@@ -82,18 +82,18 @@ def openmoji_small(data_root):
     return openmoji.prepare(size=16, per_class=10, data_root=data_root, verbose=False)
 
 
-def _run(model_dir, dataset_dir, *extra):
+def _run(model_dir, dataset_dir, *extra, config="dual_encoder.yaml", text_sets=(
+        "model.text_encoder.units=8", "model.text_encoder.embedding_dim=16")):
     sets = [
         "trainer.epochs=2", "trainer.verbose=0", "data.batch_size=16",
         f"data.data_dir={dataset_dir}", "data.image_shape=[16,16,3]",
         "model.image_encoder.filters=[8,16]", "model.image_encoder.embedding_dim=16",
-        "model.text_encoder.units=8", "model.text_encoder.embedding_dim=16",
-        "cross_modal.embedding_dim=8",
+        *text_sets, "cross_modal.embedding_dim=8",
     ]
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
         [sys.executable, "-m", "training.train_retrieval", "--config",
-         "training/configs/openmoji/dual_encoder.yaml", "--model-dir", str(model_dir),
+         f"training/configs/openmoji/{config}", "--model-dir", str(model_dir),
          *[a for s in sets for a in ("--set", s)], *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
@@ -126,3 +126,20 @@ def test_image_text_retrieval_on_real_openmoji_slice(openmoji_small, tmp_path):
     assert again.returncode == 0, again.stderr[-4000:]
     reloaded = json.loads((model_dir / "report.json").read_text())
     assert reloaded["retrieval"] == retrieval  # same vocabulary, same weights, same figures
+
+
+@pytest.mark.large
+def test_retrieval_with_the_pretrained_minilm_text_tower(openmoji_small, tmp_path):
+    """The dual encoder's text tower is MiniLM (keras_hub, frozen): its WordPiece tokenizer
+    runs in tf.data and is saved in the model directory, and --evaluate-only reloads it."""
+    model_dir = tmp_path / "openmoji_dual_minilm"
+    result = _run(model_dir, openmoji_small,
+                  config="dual_encoder_minilm.yaml", text_sets=("model.text_encoder.embedding_dim=16",))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (model_dir / "text_preprocessor").is_dir() and not (model_dir / "vocab.txt").exists()
+    report = json.loads((model_dir / "report.json").read_text())
+    assert set(report["retrieval"]) >= {"image_to_text", "text_to_image"}
+    again = _run(model_dir, openmoji_small, "--evaluate-only",
+                 config="dual_encoder_minilm.yaml", text_sets=("model.text_encoder.embedding_dim=16",))
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert json.loads((model_dir / "report.json").read_text())["retrieval"] == report["retrieval"]
