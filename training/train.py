@@ -1,7 +1,10 @@
-"""Train an experiment.
+"""Train an experiment of any task (the config's `task:` picks it: classification, retrieval,
+invariance, shared_autoencoder, av_sync, captioning).
 
     python -m training.train --config training/configs/avmnist/early_fusion.yaml \
         --model-dir runs/avmnist/early_fusion [--set trainer.epochs=3 --set runtime.cpu_replicas=2]
+    python -m training.train --config training/configs/avmnist/dual_encoder.yaml \
+        --model-dir runs/avmnist/dual_encoder        # task: retrieval
 
 Running the same command again after a crash resumes from the last completed epoch.
 
@@ -43,6 +46,9 @@ def parse_args(argv=None):
     parser.add_argument("--workers", default=None, metavar="HOST:PORT,HOST:PORT,...",
                         help="multi-worker training: every worker's address, in the same order "
                              "on every worker")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="train nothing: evaluate MODEL_DIR's model of record again and "
+                             "rewrite report.json")
     parser.add_argument("--worker-index", type=int, default=None,
                         help="this worker's position in --workers (0 is the chief)")
     return parser.parse_args(argv)
@@ -78,7 +84,7 @@ def main(argv=None):
     # Devices must be configured before TensorFlow starts; the trainer does it first.
     from training.trainer import train
 
-    train(config, args.model_dir, fresh=args.fresh)
+    train(config, args.model_dir, fresh=args.fresh, evaluate_only=args.evaluate_only)
     return 0
 
 if __name__ == "__main__":

@@ -427,7 +427,7 @@ def summary_lines(report):
 @errors.command_line
 def main(argv=None):
     args = parse_args(argv)
-    from training.av_sync_config import load_av_sync_config
+    from mmkeras.configs.av_sync_config import load_av_sync_config
     from training.cli import run_experiment
 
     return run_experiment(

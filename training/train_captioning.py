@@ -497,7 +497,7 @@ def summary_lines(report):
 @errors.command_line
 def main(argv=None):
     args = parse_args(argv)
-    from training.captioning_config import load_captioning_config
+    from mmkeras.configs.captioning_config import load_captioning_config
     from training.cli import run_experiment
 
     model_dir = pathlib.Path(args.model_dir)

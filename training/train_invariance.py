@@ -475,7 +475,7 @@ def format_table(report):
 def main(argv=None):
     args = parse_args(argv)
     from training.cli import run_experiment
-    from training.cross_modal_config import load_cross_modal_config
+    from mmkeras.configs.cross_modal_config import load_cross_modal_config
 
     return run_experiment(
         args, load_cross_modal_config,

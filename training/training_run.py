@@ -28,10 +28,12 @@ def monitor_mode(monitor):
     return "min" if any(word in monitor for word in ("loss", "error")) else "max"
 
 
-def announce(config, data, strategy):
-    """Prints the run's data sizes, replicas and batch."""
+def announce(config, data, strategy, size=None):
+    """Prints the run's data sizes, replicas and batch (`size(data, split)`: the task's count)."""
     replicas = strategy.num_replicas_in_sync
-    print(f"[train] {config.name}: {data.size('train')} train / {data.size('validation')} "
-          f"validation / {data.size('test')} test examples, {replicas} replica(s) "
+    size = size or (lambda d, split: d.size(split))
+    print(f"[train] {config.name} ({config.task}): {size(data, 'train')} train / "
+          f"{size(data, 'validation')} validation / {size(data, 'test')} test examples, "
+          f"{replicas} replica(s) "
           f"({runtime.strategy_name(strategy)}), global batch {config.data.batch_size} "
           f"({config.data.batch_size // replicas} per replica)")

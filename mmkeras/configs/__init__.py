@@ -12,8 +12,11 @@ from mmkeras.configs.experiment_config import TextEncoderConfig
 from mmkeras.configs.experiment_config import TimeSeriesEncoderConfig
 from mmkeras.configs.experiment_config import TrainerConfig
 from mmkeras.configs.experiment_config import VideoEncoderConfig
-from mmkeras.configs.experiment_config import config_from_dict
-from mmkeras.configs.experiment_config import load_config
 from mmkeras.configs.experiment_config import parse_override
 from mmkeras.configs.experiment_config import save_config
 from mmkeras.configs.experiment_config import to_dict
+from mmkeras.configs.tasks import TASKS
+from mmkeras.configs.tasks import config_class
+from mmkeras.configs.tasks import load_config
+from mmkeras.configs.tasks import config_from_dict
+from mmkeras.configs.tasks import task_of

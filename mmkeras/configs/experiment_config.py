@@ -417,9 +417,15 @@ class RuntimeConfig:
 
 @dataclasses.dataclass
 class ExperimentConfig:
-    """One experiment: what to train on, what to build, how to train it, where."""
+    """One experiment: what to train on, what to build, how to train it, where.
+
+    `task` names the task that trains it (`mmkeras.configs.tasks.TASKS`): `classification`
+    here; the tasks with a section of their own (`cross_modal`, `av_sync`, `captioning`)
+    subclass this config.
+    """
 
     name: str = "avmnist_early_fusion"
+    task: str = "classification"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
@@ -581,6 +587,8 @@ MODALITY_NAMES = ("image", "audio", "text", "video", "tabular", "timeseries")
 
 # Dotted key -> allowed values (a key the config does not have is not checked).
 CHOICES = {
+    "task": ("classification", "retrieval", "invariance", "shared_autoencoder", "av_sync",
+             "captioning"),  # mmkeras.configs.tasks.TASKS
     "trainer.optimizer": OPTIMIZERS,
     "runtime.distribution": DISTRIBUTIONS,
     "runtime.mixed_precision": MIXED_PRECISION,
@@ -708,5 +716,6 @@ def save_config(config, path):
     tmp.replace(path)
 
 
-def config_from_dict(values):
-    return check_values(_check_tasks_and_sources(_merge(ExperimentConfig(), values, "")))
+def config_from_dict(values, base=None):
+    """A config from a resolved dict (e.g. a model directory's `config.yaml`), checked."""
+    return check_values(_check_tasks_and_sources(_merge(base or ExperimentConfig(), values, "")))

@@ -25,15 +25,15 @@ def loader_for(path):
 
     sections = yaml.safe_load(path.read_text()) or {}
     if "cross_modal" in sections:  # dual encoders, CCA, autoencoders, invariance
-        from training.cross_modal_config import load_cross_modal_config
+        from mmkeras.configs.cross_modal_config import load_cross_modal_config
 
         return load_cross_modal_config
     if "av_sync" in sections:
-        from training.av_sync_config import load_av_sync_config
+        from mmkeras.configs.av_sync_config import load_av_sync_config
 
         return load_av_sync_config
     if "captioning" in sections:
-        from training.captioning_config import load_captioning_config
+        from mmkeras.configs.captioning_config import load_captioning_config
 
         return load_captioning_config
     return load_config

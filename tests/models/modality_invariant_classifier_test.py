@@ -350,7 +350,7 @@ _MIRRORED_SCRIPT = r"""
 import json, sys
 import numpy as np
 from training import runtime
-from training.cross_modal_config import load_cross_modal_config
+from mmkeras.configs.cross_modal_config import load_cross_modal_config
 config = load_cross_modal_config(overrides=["runtime.cpu_replicas=2"])
 strategy = runtime.make_strategy(config.runtime)
 import keras

@@ -157,7 +157,7 @@ def test_bad_tasks_are_named(override, message):
 def test_task_metrics_score_a_modality_head_where_the_modality_is_present():
     import tensorflow as tf
 
-    from training.trainer import task_metrics
+    from training.tasks.classification import task_metrics
 
     config, model = _build()
     x = _inputs(model, batch=6)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO
 from training import train_retrieval
-from training.cross_modal_config import CrossModalConfig
+from mmkeras.configs.cross_modal_config import CrossModalConfig
 
 
 def test_distinct_item_rows_keep_the_first_pair_of_every_repeated_item():

@@ -8,8 +8,8 @@ unknown key is an error naming it), and the resolved config is written to the mo
 import dataclasses
 import typing
 
-from mmkeras.configs import ExperimentConfig
-from mmkeras.configs import load_config
+from mmkeras.configs.experiment_config import ExperimentConfig
+from mmkeras.configs.experiment_config import load_config
 
 
 @dataclasses.dataclass
@@ -135,6 +135,7 @@ class CrossModalExperimentConfig(ExperimentConfig):
     """An `ExperimentConfig` with a `cross_modal` section."""
 
     name: str = "avmnist_dual_encoder"
+    task: str = "retrieval"
     cross_modal: CrossModalConfig = dataclasses.field(default_factory=CrossModalConfig)
 
 

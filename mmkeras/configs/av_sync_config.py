@@ -10,8 +10,8 @@ every other script.
 import dataclasses
 import typing
 
-from mmkeras.configs import ExperimentConfig
-from mmkeras.configs import load_config
+from mmkeras.configs.experiment_config import ExperimentConfig
+from mmkeras.configs.experiment_config import load_config
 
 
 @dataclasses.dataclass
@@ -73,6 +73,7 @@ class AVSyncExperimentConfig(ExperimentConfig):
     """An `ExperimentConfig` with an `av_sync` section."""
 
     name: str = "av_sync"
+    task: str = "av_sync"
     av_sync: AVSyncConfig = dataclasses.field(default_factory=AVSyncConfig)
 
 

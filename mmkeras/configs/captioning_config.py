@@ -8,8 +8,8 @@ config is written to the model directory.
 
 import dataclasses
 
-from mmkeras.configs import ExperimentConfig
-from mmkeras.configs import load_config
+from mmkeras.configs.experiment_config import ExperimentConfig
+from mmkeras.configs.experiment_config import load_config
 
 
 @dataclasses.dataclass
@@ -54,6 +54,7 @@ class CaptioningExperimentConfig(ExperimentConfig):
     """An `ExperimentConfig` with a `captioning` section."""
 
     name: str = "openmoji_captioning"
+    task: str = "captioning"
     captioning: CaptioningConfig = dataclasses.field(default_factory=CaptioningConfig)
 
 

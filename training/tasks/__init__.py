@@ -1,0 +1,7 @@
+"""The trainable tasks. Importing this package registers every task (one import per task)."""
+
+from training.tasks import classification  # noqa: F401
+from training.tasks.base import Task
+from training.tasks.registry import get_task
+from training.tasks.registry import register
+from training.tasks.registry import task_names

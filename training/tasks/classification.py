@@ -1,0 +1,220 @@
+"""Classification: the fusion classifier (`mmkeras.models.build_classifier`) on the
+manifest's labels, with optional auxiliary heads (`model.tasks`)."""
+
+import pathlib
+
+import keras
+import numpy as np
+
+from mmkeras import features
+from mmkeras import model_dir as model_dir_lib
+from mmkeras.models import build_classifier
+from mmkeras.models import multitask
+from mmkeras.models import transfer
+from training import report as report_lib
+from training import runtime
+from training.monitoring import make_monitor
+from training.optimizers import make_optimizer
+from training.tasks.base import Task
+from training.tasks.registry import register
+
+
+def predict(model, dataset):
+    """Returns (probabilities, labels) over a `(features, label)` dataset."""
+    probabilities, labels = [], []
+    for x, y in dataset:
+        probabilities.append(np.asarray(model(x, training=False)))
+        labels.append(np.asarray(y))
+    return np.concatenate(probabilities), np.concatenate(labels)
+
+
+class MainTaskLogs(keras.callbacks.Callback):
+    """Gives the main head's metrics of a multi-task model the names a single-task model's
+    have (`probabilities_accuracy` -> `accuracy`, `val_probabilities_accuracy` ->
+    `val_accuracy`), so `trainer.monitor`, `history.csv` and TensorBoard read the same keys
+    with or without task heads. `loss` stays the weighted total; the main head's own loss is
+    `probabilities_loss`. Must come before the callbacks that read the logs."""
+
+    PREFIX = f"{features.PROBABILITIES}_"
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in list(logs or {}):
+            for split in ("", "val_"):
+                head = split + self.PREFIX
+                if key.startswith(head) and key != f"{head}loss":
+                    logs[split + key[len(head):]] = logs.pop(key)
+
+
+class OnModel(keras.callbacks.Callback):
+    """Runs `callback` on `model` instead of the model being fit (e.g. the main-task view
+    of a multi-task model, for the monitor, which reads class probabilities)."""
+
+    def __init__(self, callback, model):
+        super().__init__()
+        self.callback = callback
+        self.callback.set_model(model)
+
+    def set_model(self, model):
+        pass
+
+    def on_train_begin(self, logs=None):
+        self.callback.on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.callback.on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        self.callback.on_train_end(logs)
+
+
+def single_task_compile_args():
+    """Loss and metrics of the single-head classifier."""
+    return dict(
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def task_metrics(model, dataset, model_config):
+    """Test metrics of every head of a multi-task model: `{output name: {...}}` (a head on a
+    modality is scored on the examples that have it)."""
+    outputs, labels, present = {}, [], {}
+    for x, y in dataset:
+        for name, value in model(x, training=False).items():
+            outputs.setdefault(name, []).append(np.asarray(value))
+        for m in model_config.modalities:
+            present.setdefault(m, []).append(np.asarray(x[features.presence_key(m)]))
+        labels.append(np.asarray(y))
+    labels = np.concatenate(labels)
+    present = {m: np.concatenate(v) > 0.5 for m, v in present.items()}
+    heads = [(features.PROBABILITIES, "fused", "label", model_config.main_loss_weight)] + [
+        (t.name, t.input, t.target, t.loss_weight) for t in model_config.tasks
+    ]
+    result = {}
+    for name, source, target, weight in heads:
+        probabilities = np.concatenate(outputs[name])
+        keep = present.get(source, np.ones(len(labels), bool))  # a modality head: where present
+        if not keep.any():
+            result[name] = {"input": source, "target": target, "loss_weight": weight,
+                            "accuracy": None, "loss": None, "examples": 0}
+            continue
+        metrics = report_lib.classification_metrics(
+            probabilities[keep], multitask.TARGETS[target](labels[keep]), probabilities.shape[-1]
+        )
+        result[name] = {
+            "input": source, "target": target, "loss_weight": weight,
+            **{k: metrics[k] for k in ("accuracy", "loss", "examples")},
+        }
+    return result
+
+
+@register
+class ClassificationTask(Task):
+    """The fusion classifier; `model.tasks` adds auxiliary heads (a multi-task model)."""
+
+    name = "classification"
+    supports_multi_worker = True
+
+    def fit_datasets(self, config, data):
+        train_ds, val_ds = super().fit_datasets(config, data)
+        if not config.model.tasks:
+            return train_ds, val_ds
+
+        # One target per head, derived from the label; modality heads masked by presence.
+        def to_targets(x, y):
+            return x, multitask.targets(y, config.model), multitask.sample_weights(x, config.model)
+
+        return train_ds.map(to_targets), val_ds.map(to_targets)
+
+    def build_model(self, config, data, strategy):
+        model = build_classifier(config.model, config.data)
+        losses = (multitask.compile_args(config.model) if config.model.tasks
+                  else single_task_compile_args())
+        model.compile(
+            optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync),
+            jit_compile=runtime.resolve_jit_compile(config.runtime, strategy),
+            **losses,
+        )
+        return model
+
+    def callbacks(self, config, model_dir, data, model, val_ds):
+        tasks = bool(config.model.tasks)
+        first = [MainTaskLogs()] if tasks else []
+        last = []
+        monitor = make_monitor(config, model_dir, data.dataset("validation", config.data))
+        if monitor is not None:
+            last.append(OnModel(monitor, multitask.main_model(model)) if tasks else monitor)
+        return first, last
+
+    def hparams(self, config):
+        c = config
+        return {
+            "model.fusion.type": c.model.fusion.type,
+            "model.modalities": ",".join(sorted(c.model.modalities)),
+            "trainer.learning_rate": c.trainer.learning_rate,
+            "trainer.epochs": c.trainer.epochs,
+            "data.batch_size": c.data.batch_size,
+            "data.variant": c.data.variant,
+            "data.snr_db": c.data.snr_db,
+            "runtime.cpu_replicas": c.runtime.cpu_replicas,
+            "model.missing.dropout": ",".join(
+                f"{m}={rate:g}" for m, rate in sorted(c.model.missing.dropout.items())
+            ) or "none",
+            "model.missing.imputation": c.model.missing.imputation,
+            "model.tasks": ",".join(
+                f"{t.name}={t.loss_weight:g}" for t in c.model.tasks
+            ) or "none",
+            "model.init_from": ",".join(
+                f"{'+'.join(s.modalities) or 'shared'}:{'finetune' if s.trainable else 'frozen'}"
+                for s in c.model.init_from
+            ) or "none",
+        }
+
+    def save_model_of_record(self, model_dir, model):
+        """Writes `model_dir/model.keras` from the best checkpoint (else `model`); returns it.
+
+        A multi-task model (`model.tasks`) is written whole to `model_dir/multitask.keras`,
+        and `model.keras` (returned) is its main head: the same inputs, the `probabilities`
+        output.
+        """
+        model_dir = pathlib.Path(model_dir)
+        checkpoint_path = model_dir / model_dir_lib.BEST_CHECKPOINT
+        best = keras.saving.load_model(checkpoint_path) if checkpoint_path.is_file() else model
+        if isinstance(best.output, dict):
+            with model_dir_lib.atomic_file(model_dir / model_dir_lib.MULTITASK_FILE) as tmp:
+                best.save(tmp)
+            full, best = best, multitask.main_model(best)
+            if full.optimizer is not None:  # compiled like a single-task model of record
+                best.compile(
+                    optimizer=keras.optimizers.deserialize(
+                        keras.optimizers.serialize(full.optimizer)),
+                    **single_task_compile_args(),
+                )
+                best.optimizer.build(best.trainable_variables)  # (fresh state: loads silently)
+        with model_dir_lib.atomic_file(model_dir / model_dir_lib.MODEL_FILE) as tmp:
+            best.save(tmp)
+        return best
+
+    def evaluate(self, config, model_dir, model, data, strategy):
+        probabilities, labels = predict(model, data.dataset("test", config.data))
+        test = report_lib.classification_metrics(probabilities, labels, config.model.num_classes)
+        result = {"test": test}
+        if config.model.tasks:
+            full = keras.saving.load_model(pathlib.Path(model_dir) / model_dir_lib.MULTITASK_FILE)
+            result["tasks"] = task_metrics(full, data.dataset("test", config.data), config.model)
+            print("[train] test accuracy per head: " + ", ".join(
+                f"{name} {head['accuracy']:.4f}" for name, head in result["tasks"].items()))
+        if config.model.init_from:
+            result["init_from"] = transfer.describe_sources(config.model)
+        return result
+
+    def plots(self, report, model_dir, config):
+        test = report["test"]
+        report_lib.plot_confusion_matrix(
+            test["confusion_matrix"], pathlib.Path(model_dir) / "confusion_matrix.png",
+            f"{config.name}: test accuracy {test['accuracy']:.3f}",
+        )
+
+    def summary_lines(self, report):
+        test = report["test"]
+        return [f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}"]
