@@ -179,9 +179,10 @@ def finish(config, model_dir, strategy, data, run, task=None):
     history_all = report_lib.read_history(model_dir / "history.csv")
     report_lib.plot_learning_curves(history_all, model_dir / "learning_curves.png", config.name)
     task.plots(report, model_dir, config)
-    summary = "; ".join(task.summary_lines(report)[:1])
-    print(f"[train] {config.name}: {summary}, {report['epochs']} epochs, {run.seconds:.1f}s "
-          f"-> {model_dir}")
+    print(f"[train] {config.name} ({config.task}): {report['epochs']} epochs, "
+          f"{run.seconds:.1f}s -> {model_dir}")
+    for line in task.summary_lines(report):
+        print(f"[train] {line}")
     return report
 
 

@@ -80,7 +80,7 @@ def test_train_retrieval_script_on_real_slice_with_two_replicas(avmnist_small, t
     ]
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
-        [sys.executable, "-m", "training.train_retrieval", "--config",
+        [sys.executable, "-m", "training.train", "--config",
          "training/configs/avmnist/dual_encoder.yaml", "--model-dir", str(model_dir),
          *[a for s in sets for a in ("--set", s)]],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,

@@ -73,6 +73,34 @@ def test_fit_resumes_after_sigkill(avmnist_small, tmp_path):
 
 
 @pytest.mark.large
+def test_retrieval_fit_resumes_after_sigkill(avmnist_small, tmp_path):
+    """The dual encoder (`task: retrieval`, a model with its own `train_step`) resumes through
+    the same driver: killed after a backup, restarted, it ends with exactly EPOCHS epochs."""
+    model_dir = tmp_path / "dual"
+    overrides = [
+        "trainer.verbose=0", "data.batch_size=32", "model.image_encoder.filters=[8]",
+        "model.audio_encoder.filters=[8]", "model.image_encoder.embedding_dim=16",
+        "model.audio_encoder.embedding_dim=16", "cross_modal.embedding_dim=8",
+        "cross_modal.eval_cca_train_examples=120", f"trainer.epochs={EPOCHS}",
+        "trainer.steps_per_epoch=6", f"data.data_dir={avmnist_small}",
+    ]
+    command = cu.train_command("training/configs/avmnist/dual_encoder.yaml", model_dir, overrides)
+    first = cu.spawn(command, tmp_path / "first.log")
+    cu.wait_for(lambda: _backup_epoch(model_dir) >= 1, [first], what="the first backup")
+    cu.kill(first)
+    killed_after = _backup_epoch(model_dir)
+    assert first.returncode == -9 and killed_after < EPOCHS
+    assert not (model_dir / "report.json").exists()
+
+    second = cu.spawn(command, tmp_path / "second.log")
+    cu.wait_all([second])
+    _assert_complete(model_dir, killed_after, [second.log_path.read_text()])
+    report = cu.report(model_dir)
+    assert report["task"] == "retrieval" and "image_to_audio" in report["retrieval"]
+    assert report["best_validation"]["monitor"] == "val_loss"
+
+
+@pytest.mark.large
 def test_multi_worker_resumes_after_a_worker_is_killed(avmnist_small, tmp_path):
     model_dir = tmp_path / "run"
     overrides = cu.TINY + [f"trainer.epochs={EPOCHS}", "trainer.steps_per_epoch=6",

@@ -1,5 +1,6 @@
-"""The retrieval training script: text modality end to end, distinct test items, and the
-evaluation space of deep CCA."""
+"""The retrieval task (`task: retrieval`, training/tasks/retrieval.py): text modality end to
+end through `python -m training.train`, distinct test items, and the evaluation space of deep
+CCA (`mmkeras.metrics.paired_embeddings`)."""
 
 import json
 import os
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from training import train_retrieval
 from mmkeras.configs.cross_modal_config import CrossModalConfig
+from mmkeras.metrics import paired_embeddings
+from training.tasks import retrieval as retrieval_task
 
 
 def test_distinct_item_rows_keep_the_first_pair_of_every_repeated_item():
@@ -21,12 +23,12 @@ def test_distinct_item_rows_keep_the_first_pair_of_every_repeated_item():
         "text": np.array(["cat", "dog", "cat", "owl", "dog"]),
     }
     np.testing.assert_array_equal(
-        train_retrieval.distinct_item_rows(columns, ["image", "text"]), [0, 1, 3]
+        retrieval_task.distinct_item_rows(columns, ["image", "text"]), [0, 1, 3]
     )
     # Unique on one modality: the same rows as the clip-only rule of before.
     np.testing.assert_array_equal(
-        train_retrieval.distinct_item_rows(columns, ["text"]),
-        train_retrieval.distinct_clip_rows(columns, "text"),
+        retrieval_task.distinct_item_rows(columns, ["text"]),
+        retrieval_task.distinct_clip_rows(columns, "text"),
     )
 
 
@@ -52,11 +54,11 @@ def test_deep_cca_retrieval_is_compared_in_the_canonical_space():
     figures = {}
     for space in ("embedding", "canonical"):
         cross_modal = CrossModalConfig(loss="cca", eval_space=space)
-        figures[space] = train_retrieval.evaluate_embeddings(
+        figures[space] = paired_embeddings.evaluate_embeddings(
             test, labels, train, ["audio", "image"], cross_modal
         )
-    assert train_retrieval.resolve_eval_space(CrossModalConfig(loss="cca")) == "canonical"
-    assert train_retrieval.resolve_eval_space(CrossModalConfig(loss="clip")) == "embedding"
+    assert paired_embeddings.resolve_eval_space(CrossModalConfig(loss="cca")) == "canonical"
+    assert paired_embeddings.resolve_eval_space(CrossModalConfig(loss="clip")) == "embedding"
     for space, report in figures.items():
         assert report["retrieval"]["space"] == space
         ours = report["retrieval"]["image_to_audio"]["class"]["ours"]["R@1"]
@@ -71,7 +73,7 @@ def test_deep_cca_retrieval_is_compared_in_the_canonical_space():
     assert (figures["canonical"]["clustering"]["fused"]["ours"]["nmi"]
             > figures["embedding"]["clustering"]["fused"]["ours"]["nmi"] + 0.1)
     with pytest.raises(ValueError, match="eval_space"):
-        train_retrieval.resolve_eval_space(CrossModalConfig(eval_space="whitened"))
+        paired_embeddings.resolve_eval_space(CrossModalConfig(eval_space="whitened"))
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +94,7 @@ def _run(model_dir, dataset_dir, *extra, config="dual_encoder.yaml", text_sets=(
     ]
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
-        [sys.executable, "-m", "training.train_retrieval", "--config",
+        [sys.executable, "-m", "training.train", "--config",
          f"training/configs/openmoji/{config}", "--model-dir", str(model_dir),
          *[a for s in sets for a in ("--set", s)], *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
