@@ -22,6 +22,7 @@ import sys
 import time
 
 import keras
+from keras.src.utils.python_utils import pythonify_logs
 
 from mmkeras.configs import load_config
 from training import runtime
@@ -50,11 +51,14 @@ class EpochClock(keras.callbacks.Callback):
 
 def timed_callbacks(spent):
     """Patches `keras.callbacks.CallbackList` so that every callback's `on_epoch_end` time is
-    added to `spent[class name]`."""
+    added to `spent[class name]` (the same body as Keras 3.15's, with a clock around each
+    callback; `pythonify_logs` is Keras' own, private)."""
     original = keras.callbacks.CallbackList.on_epoch_end
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
+        if self._async_train:
+            self._flush_futures()
+        logs = pythonify_logs(logs)
         for callback in self.callbacks:
             start = time.perf_counter()
             callback.on_epoch_end(epoch, logs)
