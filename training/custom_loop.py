@@ -34,19 +34,15 @@ import shutil
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from mmkeras.configs import ConfigError
-from mmkeras.models import build_classifier
 from training import report as report_lib
 from training import runtime
 from training.callbacks import BestModelCheckpoint
 from training.callbacks import HParamsLogger
-from training.optimizers import make_optimizer
 from training.training_run import TrainingRun
 from training.training_run import announce
-from training.training_run import monitor_mode
 from training.callbacks import WallClock
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -91,88 +87,81 @@ def _sync_non_trainable(strategy, model):
     sync()
 
 
-def _build(config, strategy):
-    """Model, optimizer (loss-scaled under mixed_float16), epoch counter and checkpoint."""
-
+def _build(task, config, data, strategy):
+    """The task's compiled model, its optimizer (loss-scaled under mixed_float16), the epoch
+    counter and the checkpoint."""
     with strategy.scope():
-        model = build_classifier(config.model, config.data)
-        optimizer = make_optimizer(config.trainer, strategy.num_replicas_in_sync)
-        if keras.mixed_precision.global_policy().name == "mixed_float16":
+        model = task.build_model(config, data, strategy)
+        optimizer = model.optimizer
+        if (keras.mixed_precision.global_policy().name == "mixed_float16"
+                and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
-        # Compiled (never fit) so that saved models carry the same compile config as fit's.
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        )
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
     return model, optimizer, epoch, checkpoint
 
 
-def _step_functions(config, strategy, model, optimizer, global_batch):
-    """`train_step(iterator)` and `eval_step(x, y)`: global sums of (loss, correct, examples)."""
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
-
-    def sums(y, probabilities, per_example):
-        y = tf.cast(tf.reshape(y, [-1]), tf.int64)
-        correct = tf.cast(tf.equal(tf.argmax(probabilities, axis=-1), y), tf.float32)
-        return (
-            tf.reduce_sum(tf.cast(per_example, tf.float32)),
-            tf.reduce_sum(correct),
-            tf.cast(tf.shape(y)[0], tf.float32),
-        )
+def _step_functions(task, config, strategy, model, optimizer, global_batch):
+    """`train_step(iterator)` and `eval_step(x, y)`: global sums `{name: value}` of the task's
+    `replica_step` (the loss sum, the examples and any other counts it logs)."""
 
     def forward_backward(x, y):
         with tf.GradientTape() as tape:
-            probabilities = tf.cast(model(x, training=True), tf.float32)
-            per_example = loss_fn(y, probabilities)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            loss, sums = task.replica_step(model, x, y, global_batch, training=True)
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
-        return grads, sums(y, probabilities, per_example)
+        return grads, sums
 
     if config.runtime.jit_compile is True:
-        # XLA for the computation only: the optimizer's cross-replica all-reduce stays outside.
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_train(x, y):
-        grads, result = forward_backward(x, y)
+        grads, sums = forward_backward(x, y)
         optimizer.apply(grads, model.trainable_variables)
-        return result
+        return sums
 
     def replica_eval(x, y):
-        probabilities = tf.cast(model(x, training=False), tf.float32)
-        return sums(y, probabilities, loss_fn(y, probabilities))
+        return task.replica_step(model, x, y, global_batch, training=False)[1]
 
     @tf.function
     def train_step(iterator):
         x, y = next(iterator)
         results = strategy.run(replica_train, args=(x, y))
-        return [strategy.reduce(SUM, r, axis=None) for r in results]
+        return {k: strategy.reduce(SUM, v, axis=None) for k, v in results.items()}
 
     @tf.function
     def eval_step(x, y):
         results = strategy.run(replica_eval, args=(x, y))
-        return [strategy.reduce(SUM, r, axis=None) for r in results]
+        return {k: strategy.reduce(SUM, v, axis=None) for k, v in results.items()}
 
     return train_step, eval_step
 
 
-def _evaluate(eval_step, dataset):
-    total = np.zeros(3)
-    for x, y in dataset:
-        total += [float(v) for v in eval_step(x, y)]
+def _add(total, sums):
+    for key, value in sums.items():
+        total[key] = total.get(key, 0.0) + float(value)
     return total
 
 
-def train_loop(config, model_dir, strategy, data, hparams=None):
+def _epoch_logs(totals, prefix=""):
+    """`{prefix + name: sum / examples}` of every summed figure but the example count."""
+    examples = max(totals.get("examples", 0.0), 1.0)
+    return {prefix + k: v / examples for k, v in totals.items() if k != "examples"}
+
+
+def _evaluate(eval_step, dataset):
+    total = {}
+    for x, y in dataset:
+        _add(total, eval_step(x, y))
+    return total
+
+
+def train_loop(task, config, model_dir, strategy, data, hparams=None):
     """Trains `config` under `strategy` with the custom loop; returns a `TrainingRun`.
 
-    Every worker calls this with the same arguments. `data` is a `training.trainer.TrainingData`.
+    Every worker calls this with the same arguments: `task` a `training.tasks.Task` with
+    `replica_step`, `data` what its `load_data` returned.
     """
 
     model_dir = pathlib.Path(model_dir)
@@ -184,7 +173,8 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
             f"data.batch_size={global_batch} (the global batch) must be divisible by the "
             f"{replicas} replicas."
         )
-    steps_per_epoch = config.trainer.steps_per_epoch or math.ceil(data.size("train") / global_batch)
+    steps_per_epoch = config.trainer.steps_per_epoch or math.ceil(
+        task.data_size(data, "train") / global_batch)
 
     train_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.dataset("train", config.data, training=True, input_context=ctx, repeat=True)
@@ -192,8 +182,8 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
     val_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.dataset("validation", config.data, input_context=ctx)
     )
-    model, optimizer, epoch, checkpoint = _build(config, strategy)
-    train_step, eval_step = _step_functions(config, strategy, model, optimizer, global_batch)
+    model, optimizer, epoch, checkpoint = _build(task, config, data, strategy)
+    train_step, eval_step = _step_functions(task, config, strategy, model, optimizer, global_batch)
 
     # Resume: everyone waits until the chief has prepared DIR, then restores the same epoch.
     backup_dir = model_dir / "backup"
@@ -218,12 +208,12 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
     manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=1 if not is_chief else 2)
 
     # The same epoch-end callbacks as fit, driven by hand; files are the chief's.
-    monitor = config.trainer.monitor
+    monitor, mode = task.monitor(config)
     callbacks = []
     if config.trainer.early_stopping_patience:  # every worker must stop at the same epoch
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, patience=config.trainer.early_stopping_patience,
-            mode=monitor_mode(monitor)))
+            mode=mode))
     wall_clock = None
     if is_chief:
         report_lib.truncate_history(model_dir / "history.csv", epochs_done)
@@ -232,14 +222,14 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
             wall_clock,
             keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
             BestModelCheckpoint(model_dir / "checkpoints" / "best.keras", monitor=monitor,
-                                mode=monitor_mode(monitor)),
+                                mode=mode),
             keras.callbacks.TensorBoard(str(model_dir / "logs"), write_graph=False, update_freq="epoch"),
         ]
         if hparams is not None:
             callbacks.append(HParamsLogger(model_dir / "logs", hparams, trial_id=config.name))
     callbacks = keras.callbacks.CallbackList(callbacks, model=model)
 
-    announce(config, data, strategy)
+    announce(config, data, strategy, size=task.data_size)
     iterator = iter(train_ds)
     start = time.time()
     epochs_run = 0
@@ -248,17 +238,11 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
     try:
         for current in range(epochs_done, config.trainer.epochs):
             epoch_start = time.time()
-            total = np.zeros(3)
+            total = {}
             for _ in range(steps_per_epoch):
-                total += [float(v) for v in train_step(iterator)]
+                _add(total, train_step(iterator))
             _sync_non_trainable(strategy, model)
-            val = _evaluate(eval_step, val_ds)
-            logs = {
-                "accuracy": total[1] / total[2],
-                "loss": total[0] / total[2],
-                "val_accuracy": val[1] / max(val[2], 1.0),
-                "val_loss": val[0] / max(val[2], 1.0),
-            }
+            logs = {**_epoch_logs(total), **_epoch_logs(_evaluate(eval_step, val_ds), "val_")}
             callbacks.on_epoch_end(current, dict(logs))
             epoch.assign(current + 1)
             manager.save(checkpoint_number=current + 1)

@@ -233,7 +233,8 @@ def train(config, model_dir, fresh=False, evaluate_only=False):
         save_config(config, model_dir / "config.yaml")
         task.save_data_state(data, model_dir)  # e.g. DIR/vocab.txt, tabular.json
     if multi_worker:
-        run = custom_loop.train_loop(config, model_dir, strategy, data, hparams=task.hparams(config))
+        run = custom_loop.train_loop(task, config, model_dir, strategy, data,
+                                     hparams=task.hparams(config))
     else:
         run = fit(task, config, model_dir, strategy, data)
     return finish(config, model_dir, strategy, data, run, task=task)

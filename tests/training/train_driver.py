@@ -84,9 +84,9 @@ def weights(config_path, model_dir, out_path, overrides_json):
     config = load_config(config_path, json.loads(overrides_json))
     original_finish = trainer.finish
 
-    def finish(config, model_dir, strategy, data, run):
+    def finish(config, model_dir, strategy, data, run, task=None):
         np.savez(out_path, *[np.asarray(w) for w in run.model.get_weights()])
-        return original_finish(config, model_dir, strategy, data, run)
+        return original_finish(config, model_dir, strategy, data, run, task=task)
 
     trainer.finish = finish
     trainer.train(config, model_dir)

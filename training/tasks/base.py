@@ -57,6 +57,13 @@ class Task:
         """The compiled model (called inside `strategy.scope()`)."""
         raise NotImplementedError
 
+    def replica_step(self, model, x, y, global_batch, training):
+        """The multi-worker custom loop's per-replica forward pass (`supports_multi_worker`):
+        `(loss, sums)` - the loss whose gradient, summed over the replicas, is the gradient of
+        the global batch's mean loss, and `{name: sum over this replica's examples}` with at
+        least `loss` and `examples` (logged as sum / examples, `val_` on validation)."""
+        raise NotImplementedError(f"task {self.name!r} has no multi-worker step")
+
     def monitor(self, config):
         """`(metric, mode)` of the best checkpoint and early stopping."""
         return config.trainer.monitor, monitor_mode(config.trainer.monitor)

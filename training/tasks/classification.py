@@ -5,6 +5,7 @@ import pathlib
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from mmkeras import features
 from mmkeras import model_dir as model_dir_lib
@@ -136,6 +137,20 @@ class ClassificationTask(Task):
             **losses,
         )
         return model
+
+    def replica_step(self, model, x, y, global_batch, training):
+        probabilities = tf.cast(model(x, training=training), tf.float32)
+        per_example = keras.losses.sparse_categorical_crossentropy(y, probabilities)
+        loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+        if training and model.losses:
+            loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        labels = tf.cast(tf.reshape(y, [-1]), tf.int64)
+        correct = tf.cast(tf.equal(tf.argmax(probabilities, axis=-1), labels), tf.float32)
+        return loss, {
+            "loss": tf.reduce_sum(per_example),
+            "accuracy": tf.reduce_sum(correct),
+            "examples": tf.cast(tf.shape(labels)[0], tf.float32),
+        }
 
     def callbacks(self, config, model_dir, data, model, val_ds):
         tasks = bool(config.model.tasks)

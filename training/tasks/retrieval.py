@@ -18,9 +18,11 @@ See `mmkeras.metrics.paired_embeddings` for the spaces they are computed in.
 import time
 
 import numpy as np
+import tensorflow as tf
 
 from mmkeras.configs import ConfigError
 from mmkeras.data import make_dataset
+from mmkeras.losses.distributed import cross_replica_concat
 from mmkeras.losses.pair_loss import SIGLIP_INITIAL_BIAS
 from mmkeras.losses.pair_loss import make_pair_loss
 from mmkeras.metrics.paired_embeddings import evaluate_embeddings
@@ -69,6 +71,9 @@ class RetrievalTask(Task):
     """A dual encoder over the two `model.modalities`, trained with `cross_modal.loss`."""
 
     name = "retrieval"
+    # The pair loss all-gathers the embeddings of every replica (`cross_replica_concat`), so
+    # under the custom loop's MultiWorkerMirroredStrategy the negatives come from every worker.
+    supports_multi_worker = True
 
     def load_data(self, config, model_dir, evaluate_only=False):
         if len(config.model.modalities) != 2:
@@ -103,6 +108,20 @@ class RetrievalTask(Task):
             jit_compile=runtime.resolve_jit_compile(config.runtime, strategy),
         )
         return model
+
+    def replica_step(self, model, x, y, global_batch, training):
+        embeddings = model(x, training=training)
+        # `compute_loss`: the pair loss of this replica's rows against the gathered batch,
+        # divided by the replicas (what the summed gradients need).
+        loss = model.compute_loss(x=x, y=y, y_pred=embeddings, training=training)
+        examples = tf.cast(tf.shape(y)[0], tf.float32)
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        # How many rows each query was compared with: the global batch when the gather
+        # reaches every worker (logged as `pair_batch`).
+        gathered, _ = cross_replica_concat(embeddings[sorted(embeddings)[0]])
+        pair_batch = tf.cast(tf.shape(gathered)[0], tf.float32)
+        return loss, {"loss": loss * replicas * examples, "pair_batch": pair_batch * examples,
+                      "examples": examples}
 
     def monitor(self, config):
         # A dual encoder logs no accuracy: keep the epoch of the lowest validation pair loss
