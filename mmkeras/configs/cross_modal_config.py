@@ -17,7 +17,12 @@ class CrossModalConfig:
     """How the two modalities are aligned and how the alignment is evaluated.
 
     Attributes:
-        loss: `clip` (symmetric InfoNCE), `siglip` (pairwise sigmoid) or `cca` (deep CCA).
+        loss: `clip` (symmetric InfoNCE), `siglip` (pairwise sigmoid), `cca` (deep CCA) or
+            `kernel_alignment` (1 - centred alignment of the two modalities' Gram matrices).
+        kernel: the Gram matrices of `kernel_alignment`: `linear` or `rbf`.
+        kernel_gamma: the RBF width (None: 1 / embedding_dim).
+        scatter_alignment: weight of the subspace projection's scatter-alignment penalty on
+            the dual encoder's embeddings (added to any pair loss; 0: off).
         positives: `pairs` (only the paired example is a positive: self-supervised) or
             `labels` (every same-class example is a positive: supervised contrastive).
         embedding_dim: size of the shared embedding.
@@ -52,6 +57,9 @@ class CrossModalConfig:
     """
 
     loss: str = "clip"
+    kernel: str = "linear"
+    kernel_gamma: typing.Optional[float] = None
+    scatter_alignment: float = 0.0
     positives: str = "pairs"
     embedding_dim: int = 64
     projection_units: typing.List[int] = dataclasses.field(default_factory=list)

@@ -6,10 +6,14 @@ from mmkeras.losses.clip_loss import CLIPLoss
 from mmkeras.losses.contrastive_loss import ContrastiveLoss
 from mmkeras.losses.distributed import cross_replica_concat
 from mmkeras.losses.kernel_alignment_loss import KernelAlignmentLoss
+from mmkeras.losses.kernel_alignment_loss import PairKernelAlignmentLoss
 from mmkeras.losses.kernel_alignment_loss import kernel_alignment
 from mmkeras.losses.siglip_loss import SigLIPLoss
 from mmkeras.losses.moment_matching_loss import central_moment_discrepancy
 from mmkeras.losses.moment_matching_loss import linear_mmd
 from mmkeras.losses.moment_matching_loss import moment_matching_loss
 
-PAIR_LOSSES = {"clip": CLIPLoss, "siglip": SigLIPLoss, "cca": CCALoss}
+PAIR_LOSSES = {
+    "clip": CLIPLoss, "siglip": SigLIPLoss, "cca": CCALoss,
+    "kernel_alignment": PairKernelAlignmentLoss,
+}

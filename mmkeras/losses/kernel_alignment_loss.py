@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from mmkeras.api_export import mmkeras_export
+from mmkeras.losses.distributed import cross_replica_concat
 
 
 def center_kernel(kernel):
@@ -95,3 +96,65 @@ class KernelAlignmentLoss(keras.losses.Loss):
         config = super().get_config()
         config.update({"centered": self.centered})
         return config
+
+
+@mmkeras_export("mmkeras.losses.PairKernelAlignmentLoss")
+class PairKernelAlignmentLoss(keras.losses.Loss):
+    """`1 - A(K_a, K_b)` of a dual encoder's two embeddings, over the global batch.
+
+    The Gram matrices of the two modalities' embeddings (linear: `Z Z^T`; `rbf`:
+    `exp(-gamma ||z_i - z_j||^2)`) are computed on the rows gathered from every replica
+    (`cross_replica_concat`), so a distributed batch gives the single-device loss. The
+    objective asks the two modalities to agree on which pairs of examples are similar; like
+    deep CCA it leaves each space free up to a rotation, so evaluate retrieval in a canonical
+    space (`cross_modal.eval_space: canonical`).
+
+    Args:
+        embedding_keys: the two keys of `y_pred` (a dict of embeddings).
+        kernel: `linear` or `rbf`.
+        gamma: the RBF width (None: `1 / embedding dim`).
+        centered: centre the Gram matrices (centred kernel alignment, CKA for linear).
+
+    Call arguments:
+        y_true: ignored (the pairs are their own supervision).
+        y_pred: a dict holding `embedding_keys` (extra keys, e.g. `logit_scale`, are ignored).
+    """
+
+    def __init__(self, embedding_keys=("image_embedding", "audio_embedding"), kernel="linear",
+                 gamma=None, centered=True, name="pair_kernel_alignment_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if kernel not in ("linear", "rbf"):
+            raise ValueError(f"kernel must be 'linear' or 'rbf', got {kernel!r}.")
+        self.embedding_keys = list(embedding_keys)
+        self.kernel = kernel
+        self.gamma = None if gamma is None else float(gamma)
+        self.centered = bool(centered)
+
+    def _gram(self, z):
+        if self.kernel == "linear":
+            return ops.matmul(z, ops.transpose(z))
+        squared = ops.sum(ops.square(z), axis=-1)
+        distances = squared[:, None] + squared[None, :] - 2.0 * ops.matmul(z, ops.transpose(z))
+        gamma = self.gamma if self.gamma is not None else 1.0 / float(z.shape[-1])
+        return ops.exp(-gamma * ops.maximum(distances, 0.0))
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # y_true is ignored; Keras' Loss converts it to a tensor, which None cannot be.
+        return super().__call__(0.0 if y_true is None else y_true, y_pred, sample_weight)
+
+    def call(self, y_true, y_pred):
+        a, b = (ops.cast(y_pred[k], "float32") for k in self.embedding_keys)
+        n = ops.shape(a)[0]
+        a, _ = cross_replica_concat(a)
+        b, _ = cross_replica_concat(b)
+        alignment = kernel_alignment(self._gram(a), self._gram(b), self.centered)
+        # The global value once per local row: Keras averages the rows and scales for the
+        # replicas, as for `CCALoss`.
+        return (1.0 - alignment) * ops.ones((n,), dtype=a.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"embedding_keys": self.embedding_keys, "kernel": self.kernel,
+                       "gamma": self.gamma, "centered": self.centered})
+        return config
+

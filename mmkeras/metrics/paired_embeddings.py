@@ -10,11 +10,15 @@ from mmkeras.metrics.retrieval import retrieval_report
 from mmkeras.models.dual_encoder import embedding_key
 
 EVAL_SPACES = ("embedding", "canonical")
+# Losses blind to a rotation (and scale) of either space: compared in a canonical space.
+ROTATION_FREE_LOSSES = ("cca", "kernel_alignment")
 
 
 def resolve_eval_space(cross_modal):
-    """`cross_modal.eval_space`, else `canonical` for deep CCA and `embedding` otherwise."""
-    space = cross_modal.eval_space or ("canonical" if cross_modal.loss == "cca" else "embedding")
+    """`cross_modal.eval_space`, else `canonical` for deep CCA and kernel alignment (blind to a
+    rotation of either space) and `embedding` otherwise."""
+    space = cross_modal.eval_space or (
+        "canonical" if cross_modal.loss in ROTATION_FREE_LOSSES else "embedding")
     if space not in EVAL_SPACES:
         raise ConfigError(f"cross_modal.eval_space must be one of {EVAL_SPACES} or null, got {space!r}.")
     return space
@@ -35,7 +39,7 @@ def evaluate_embeddings(test_embeddings, test_labels, train_embeddings, modaliti
         # view, so its raw outputs have an arbitrary mean, scale and rotation; compare the
         # pairs in the canonical space of the training-fitted CCA instead.
         a_space, b_space = cca.canonical_embeddings(a, b)
-    elif cross_modal.loss == "cca":
+    elif cross_modal.loss in ROTATION_FREE_LOSSES:
         # Raw deep CCA outputs: at least remove the arbitrary mean (the training mean).
         a_space = a - train_embeddings[a_key].mean(0)
         b_space = b - train_embeddings[b_key].mean(0)

@@ -13,6 +13,7 @@ from keras import ops
 
 from mmkeras.api_export import mmkeras_export
 from mmkeras.layers.logit_scale import LogitScale
+from mmkeras.layers.subspace_projection import scatter_alignment_penalty
 from mmkeras.losses import PAIR_LOSSES
 from mmkeras.losses.contrastive_loss import ContrastiveLoss
 from mmkeras.losses.contrastive_loss import l2_normalize
@@ -43,6 +44,10 @@ class DualEncoder(keras.Model):
             learned scale). Encoders ending in ReLU put every embedding of a modality in one
             narrow cone (mean cosine ~0.98 at initialisation); centring per batch spreads them
             over the sphere, which speeds up contrastive training from scratch a lot.
+        scatter_alignment: weight `lambda` of the subspace projection's scatter-alignment
+            penalty `lambda * sum_m ||S_m - S_mean||_F^2` on the batch's embeddings
+            (`S_m = Z_m^T Z_m / n`; `mmkeras.layers.subspace_projection`), added to the pair
+            loss: both modalities spread their examples alike in the shared space. 0: off.
         **kwargs: `keras.Model` arguments (`name`).
 
     Call arguments:
@@ -82,9 +87,12 @@ class DualEncoder(keras.Model):
         logit_bias=None,
         normalize=True,
         projection_norm=None,
+        scatter_alignment=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if scatter_alignment < 0:
+            raise ValueError(f"scatter_alignment must be >= 0, got {scatter_alignment}.")
         if projection_norm not in (None, "batch"):
             raise ValueError(f"projection_norm must be None or 'batch', got {projection_norm!r}.")
         if len(encoders) != 2:
@@ -99,6 +107,7 @@ class DualEncoder(keras.Model):
         self.logit_bias = None if logit_bias is None else float(logit_bias)
         self.normalize = bool(normalize)
         self.projection_norm = projection_norm
+        self.scatter_alignment = float(scatter_alignment)
         self.projections = {}
         for m in self.modalities:
             units = [*self.projection_units, self.embedding_dim]
@@ -144,6 +153,11 @@ class DualEncoder(keras.Model):
                 z = layer(z, training=training) if self.projection_norm else layer(z)
             z = ops.cast(z, "float32")
             outputs[embedding_key(m)] = l2_normalize(z) if self.normalize else z
+        if self.scatter_alignment:
+            # The subspace projection's penalty: both modalities spread their examples alike
+            # in the shared space (`mmkeras.layers.subspace_projection`), on this batch.
+            self.add_loss(self.scatter_alignment * scatter_alignment_penalty(
+                [outputs[embedding_key(m)] for m in self.modalities], normalize=True))
         return outputs
 
     def compile(self, optimizer="adam", loss="clip", **kwargs):
@@ -231,6 +245,7 @@ class DualEncoder(keras.Model):
                 "logit_bias": self.logit_bias,
                 "normalize": self.normalize,
                 "projection_norm": self.projection_norm,
+                "scatter_alignment": self.scatter_alignment,
             }
         )
         return config

@@ -41,6 +41,10 @@ LOSSES = {
     "clip_labels": lambda: losses.CLIPLoss(positives="labels"),
     "siglip": lambda: losses.SigLIPLoss(),
     "cca": lambda: losses.CCALoss(regularization=1e-2),
+    "kernel_alignment": lambda: losses.PairKernelAlignmentLoss(
+        embedding_keys=["image_embedding", "audio_embedding"]),
+    "kernel_alignment_rbf": lambda: losses.PairKernelAlignmentLoss(
+        embedding_keys=["image_embedding", "audio_embedding"], kernel="rbf", gamma=0.1),
 }
 
 
@@ -116,7 +120,8 @@ def results():
     return json.loads(line[len("RESULTS"):])
 
 
-@pytest.mark.parametrize("loss", ["clip", "clip_labels", "siglip", "cca"])
+@pytest.mark.parametrize(
+    "loss", ["clip", "clip_labels", "siglip", "cca", "kernel_alignment", "kernel_alignment_rbf"])
 def test_two_replica_loss_and_gradients_equal_single_device(results, loss):
     r = results[loss]
     assert r["replicas"] == 2

@@ -74,3 +74,27 @@ def test_kernel_alignment_closed_forms():
     assert float(loss(None, (k, layers.LinearKernel()(y)))) > 0.3
     with pytest.raises(ValueError, match="labels"):
         loss(None, ideal)
+
+
+def test_pair_kernel_alignment_loss_is_zero_for_rotated_views_and_serializes():
+    import keras
+    import numpy as np
+
+    from mmkeras.losses import PairKernelAlignmentLoss
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(12, 4)).astype("float32")
+    rotation, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    loss = PairKernelAlignmentLoss(embedding_keys=["image_embedding", "audio_embedding"])
+    same = {"image_embedding": a, "audio_embedding": (a @ rotation).astype("float32")}
+    unrelated = {"image_embedding": a,
+                 "audio_embedding": rng.normal(size=(12, 4)).astype("float32")}
+    assert float(loss(None, same)) < 1e-5  # a linear kernel is blind to rotations
+    assert float(loss(None, unrelated)) > 0.2
+    restored = PairKernelAlignmentLoss.from_config(
+        keras.losses.deserialize(keras.losses.serialize(
+            PairKernelAlignmentLoss(kernel="rbf", gamma=0.5))).get_config())
+    assert restored.kernel == "rbf" and restored.gamma == 0.5
+    rbf = PairKernelAlignmentLoss(embedding_keys=["image_embedding", "audio_embedding"],
+                                  kernel="rbf", gamma=0.5)
+    assert float(rbf(None, same)) < 1e-5  # distances are rotation-invariant too

@@ -30,7 +30,8 @@ def _paired_data(n=128, seed=0):
 
 @pytest.mark.parametrize(
     "loss,kwargs",
-    [("clip", {}), ("siglip", {"temperature": 0.1, "logit_bias": -10.0}), ("cca", {"normalize": False})],
+    [("clip", {}), ("siglip", {"temperature": 0.1, "logit_bias": -10.0}),
+     ("cca", {"normalize": False}), ("kernel_alignment", {})],
 )
 def test_training_lowers_each_pair_loss(loss, kwargs):
     keras.utils.set_random_seed(0)
@@ -40,7 +41,8 @@ def test_training_lowers_each_pair_loss(loss, kwargs):
     x = _paired_data()
     history = model.fit(x, epochs=15, batch_size=64, verbose=0).history
     assert history["loss"][-1] < history["loss"][0]
-    assert set(history) == ({"loss"} if loss == "cca" else {"loss", "temperature"})
+    assert set(history) == (
+        {"loss"} if loss in ("cca", "kernel_alignment") else {"loss", "temperature"})
     if loss == "siglip":
         assert len(model.logit_scale.trainable_weights) == 2  # scale and bias are learned
 
@@ -65,6 +67,33 @@ def test_embeddings_are_normalised_and_model_round_trips(tmp_path):
     assert float(restored.logit_scale.scale()) == pytest.approx(float(model.logit_scale.scale()))
     with pytest.raises(ValueError, match="two encoders"):
         DualEncoder({"image": _tower("image", 6)})
+
+
+def test_scatter_alignment_penalty_is_added_and_kept_on_reload(tmp_path):
+    """`scatter_alignment` adds the subspace projection's penalty on the batch's embeddings
+    to the model's losses (zero when both modalities spread alike), and round-trips."""
+    from mmkeras.layers.subspace_projection import scatter_alignment_penalty
+
+    keras.utils.set_random_seed(0)
+    model = DualEncoder({"image": _tower("image", 6), "audio": _tower("audio", 4)},
+                        embedding_dim=3, scatter_alignment=2.0)
+    x = _paired_data(32)
+    out = model(x)
+    expected = 2.0 * float(scatter_alignment_penalty(
+        [out["audio_embedding"], out["image_embedding"]], normalize=True))
+    assert len(model.losses) == 1 and float(model.losses[0]) == pytest.approx(expected, rel=1e-5)
+    assert expected > 0
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="clip")
+    before = float(scatter_alignment_penalty(list(model(x).values()), normalize=True))
+    model.fit(x, epochs=20, batch_size=32, verbose=0)
+    after = float(scatter_alignment_penalty(list(model(x).values()), normalize=True))
+    assert after < before
+    path = tmp_path / "dual.keras"
+    model.save(path)
+    assert keras.saving.load_model(path).scatter_alignment == 2.0
+    with pytest.raises(ValueError, match="scatter_alignment"):
+        DualEncoder({"image": _tower("image", 6), "audio": _tower("audio", 4)},
+                    scatter_alignment=-1.0)
 
 
 @pytest.mark.large

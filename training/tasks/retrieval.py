@@ -100,6 +100,7 @@ class RetrievalTask(Task):
             logit_bias=logit_bias,
             normalize=cross_modal.loss != "cca",
             projection_norm=cross_modal.projection_norm,
+            scatter_alignment=cross_modal.scatter_alignment,
             name=config.model.name,
         )
         model.compile(
@@ -136,6 +137,7 @@ class RetrievalTask(Task):
             "cross_modal.positives": c.positives,
             "cross_modal.embedding_dim": c.embedding_dim,
             "cross_modal.temperature": c.temperature,
+            "cross_modal.scatter_alignment": c.scatter_alignment,
         }
 
     def evaluate(self, config, model_dir, model, data, strategy):
@@ -171,7 +173,7 @@ class RetrievalTask(Task):
             "eval_space": figures["retrieval"]["space"],
             **figures,
             "learned_temperature": (
-                None if cross_modal.loss == "cca"
+                None if cross_modal.loss in ("cca", "kernel_alignment")
                 else float(1.0 / np.asarray(model.logit_scale.scale()))
             ),
             "eval_seconds": round(time.time() - start, 1),
