@@ -109,14 +109,19 @@ def _save_figure(fig, path):
 
 
 def plot_learning_curves(history, path, title=""):
+    """One panel per logged metric (loss first, then e.g. accuracy or temperature), training
+    and validation curves together."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [int(e) + 1 for e in history.get("epoch", [])]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, metric in zip(axes, ["loss", "accuracy"]):
+    metrics = [k for k in history if k not in ("epoch", "learning_rate")
+               and not k.startswith("val_")]
+    metrics = sorted(metrics, key=lambda k: (k != "loss", k))[:4] or ["loss"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
         for prefix, style in [("", "-"), ("val_", "--")]:
             values = history.get(prefix + metric)
             if values:
@@ -124,7 +129,8 @@ def plot_learning_curves(history, path, title=""):
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     _save_figure(fig, path)
