@@ -28,6 +28,7 @@ directory (`Schema.to_dict` / `Schema.from_dict`) so predict and export read the
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import pathlib
@@ -123,6 +124,12 @@ def read_table(path):
     Raises:
         SchemaError naming the file (and the line) when it cannot be read.
     """
+    header, rows = read_table_lines(path)
+    return header, [row for _, row in rows]
+
+
+def read_table_lines(path):
+    """Like `read_table`, with each row's line number in the file: `(header, [(line, row)])`."""
     path = pathlib.Path(path)
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
@@ -135,29 +142,37 @@ def read_table(path):
         raise SchemaError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if TABLE_SUFFIXES[suffix] is None:
         return _read_jsonl(path, text)
-    reader = csv.reader(text.splitlines(), delimiter=TABLE_SUFFIXES[suffix])
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=TABLE_SUFFIXES[suffix])
     try:
         header = next(reader)
     except StopIteration:
         raise SchemaError(f"{path}: empty table") from None
+    except csv.Error as e:
+        raise SchemaError(f"{path}, line 1: {e}") from None
     header = [h.strip() for h in header]
     _check_header(path, header)
     rows = []
-    for line, cells in enumerate(reader, start=2):
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        if len(cells) != len(header):
-            raise SchemaError(
-                f"{path}, line {line}: {len(cells)} cells but the header has {len(header)} columns"
-            )
-        rows.append({h: c.strip() for h, c in zip(header, cells)})
+    line = reader.line_num
+    try:
+        for cells in reader:
+            start, line = line + 1, reader.line_num
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                raise SchemaError(
+                    f"{path}, line {start}: {len(cells)} cells but the header has "
+                    f"{len(header)} columns"
+                )
+            rows.append((start, {h: c.strip() for h, c in zip(header, cells)}))
+    except csv.Error as e:
+        raise SchemaError(f"{path}, line {line + 1}: {e}") from None
     return header, rows
 
 
 def _read_jsonl(path, text):
     header, rows = read_jsonl(path, text, SchemaError)
     _check_header(path, header)
-    return header, [{h: _jsonl_cell(row.get(h)) for h in header} for _, row in rows]
+    return header, [(line, {h: _jsonl_cell(row.get(h)) for h in header}) for line, row in rows]
 
 
 def _jsonl_cell(value):
