@@ -349,7 +349,7 @@ def read_manifest(
     checkers = {m: _once(check) for m, check in dict(CHECKERS, **(checkers or {})).items()}
     report = ManifestReport(manifest=str(manifest_path), split=split)
     masked = collections.Counter()
-    missing = collections.Counter()
+    empty = collections.Counter()
     columns = collections.defaultdict(list)
     numeric_columns, categorical_columns = list(numeric_columns), list(categorical_columns)
     if not manifest_path.is_file():
@@ -401,7 +401,7 @@ def read_manifest(
         keep, values = True, {}
         for m in modalities:
             if empty_is_missing and m != "tabular" and not str(row.get(m) or "").strip():
-                missing[m] += 1
+                empty[m] += 1
                 values.update(_empty_value(m, len(numeric_columns), len(categorical_columns)))
                 values[f"{m}_present"] = 0.0
                 continue
@@ -431,7 +431,7 @@ def read_manifest(
             columns[key].append(value)
         report.rows_kept += 1
     report.masked = dict(masked)
-    report.missing = dict(missing)
+    report.missing = dict(empty)
     arrays = {
         "id": np.array(columns["id"], dtype=str),
         "label": np.array(columns["label"], dtype=np.int64),
