@@ -38,6 +38,7 @@ import typing
 import yaml
 
 from mmkeras.data.jsonl import read_jsonl
+from mmkeras.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -56,7 +57,7 @@ ID_NAME = re.compile(r"(^|[_\-\s])(id|key|uuid|guid)$|^(id|key|uuid|guid|index)$
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """A table or schema problem, naming the file, line or column."""
 
 
@@ -232,9 +233,12 @@ def _infer_column(name, values, rows, table_dir, max_categories, check_files):
             )
         return media, (f"{media} file extensions; {len(checked) - len(missing)}/{len(checked)} "
                        "first files found")
-    if name.lower() in SPLIT_NAMES and all(v.lower() in SPLIT_VALUES for v in distinct
-                                           if v) and len(distinct) <= 6:
-        return "split", f"split column: values {sorted(distinct)}"
+    known = sum(str(v).lower() in SPLIT_VALUES for v in values)
+    if name.lower() in SPLIT_NAMES and known >= 0.9 * len(values) and len(distinct) <= 10:
+        unknown = sorted(v for v in distinct if str(v).lower() not in SPLIT_VALUES)
+        return "split", (f"split column: values {sorted(distinct)}" + (
+            f"; {len(values) - known} cells are no split name ({unknown}): bad input"
+            if unknown else ""))
     if ID_NAME.search(name):
         return "id", "named like an identifier"
     numeric = all(_is_number(v) for v in values)
