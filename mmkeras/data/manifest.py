@@ -438,10 +438,11 @@ def read_manifest(
     }
     for m in modalities:
         if m == "tabular":
-            arrays[m] = np.array(columns[m], dtype=np.float32).reshape(-1, len(numeric_columns))
+            arrays[m] = np.array(columns[m], dtype=np.float32).reshape(
+                report.rows_kept, len(numeric_columns))
             arrays["tabular_categories"] = np.array(columns["tabular_categories"], dtype=str)
             arrays["tabular_categories"] = arrays["tabular_categories"].reshape(
-                -1, len(categorical_columns)
+                report.rows_kept, len(categorical_columns)
             )
         else:
             arrays[m] = np.array(columns[m], dtype=str)
