@@ -177,10 +177,9 @@ def _cell_text(cell):
     return "|".join(cell) if isinstance(cell, list) else str(cell)
 
 
-def _read_rows(path, schema, layout, vocab, bad_input, problems, labelled):
-    """First pass: one dict per usable row (line, label, split cell, features before
-    imputation); bad rows are counted in `problems`."""
-    header, rows = read_table_lines(path)
+def _read_rows(path, header, rows, schema, layout, vocab, bad_input, problems, labelled):
+    """One dict per usable row of `rows` (line, label, split, features before imputation);
+    bad rows are counted in `problems`."""
     needed = list(layout.media.values()) + layout.text + layout.numeric + layout.categorical
     absent = [c for c in needed if c not in header]
     if absent:
@@ -358,14 +357,15 @@ def convert_table(path, schema, out_dir, vocab=None, layout=None, split_fraction
             f"{path}: target {schema.target!r} is {schema.target_kind}; training supports "
             "binary and multiclass targets so far (set target_kind in --schema if the "
             "inferred kind is wrong)")
+    header, rows = read_table_lines(path)
     if vocab is None and labelled:
-        _, rows = read_table_lines(path)
         vocab = LabelVocabulary.fit([r[schema.target] for _, r in rows], schema.target_kind,
                                     schema.label_separator)
     fitted = layout is not None
     layout = layout if fitted else layout_for(schema)
     problems = Problems(str(path))
-    records = _read_rows(path, schema, layout, vocab, bad_input, problems, labelled)
+    records = _read_rows(path, header, rows, schema, layout, vocab, bad_input, problems,
+                         labelled)
     if not records:
         raise DataError(f"{path}: no usable rows ({dict(problems.counts)}; first problems: "
                         f"{problems.lines[:3]})")
@@ -389,7 +389,7 @@ def convert_table(path, schema, out_dir, vocab=None, layout=None, split_fraction
         "source": str(path.resolve()),
         "source_sha256": checksum,
         "checksum": checksum,
-        "rows": len(read_table_lines(path)[1]),
+        "rows": len(rows),
         "rows_written": len(records),
         "splits": {s: split_counts.get(s, 0) for s in ("train", "validation", "test")},
         "problems": dict(problems.counts),

@@ -82,3 +82,17 @@ def test_predict_unlabelled_rows_with_missing_cells(trained_products):
         predictions = list(csv.DictReader(f))
     probabilities = np.array([[float(p[f"p_{label}"]) for label in labels] for p in predictions])
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-4)
+
+
+@pytest.mark.large
+def test_evaluate_reads_the_fitted_preprocessing(trained_products):
+    """`mmkeras evaluate` on a text + tabular model (it built the dataset without the fitted
+    vocabulary and tabular statistics before)."""
+    from training import evaluate
+
+    _, _, model_dir = trained_products
+    payload = evaluate.evaluate(model_dir)
+    report = json.loads((model_dir / "report.json").read_text())
+    assert payload["metrics"]["accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-6)
+    assert set(payload["missing_modalities"]) == {
+        "all_present", "image_missing", "tabular_missing", "text_missing", "all_missing"}
