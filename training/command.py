@@ -5,7 +5,7 @@
     mmkeras evaluate --model-dir runs/mine
     mmkeras predict --model-dir runs/mine --data new.csv --out predictions.csv
     mmkeras export --model-dir runs/mine
-    mmkeras serve --model-base-path runs/mine/export --model-name mine
+    mmkeras serve --model-base-path $PWD/runs/mine/export/savedmodel --model-name own_my
     mmkeras explain --model-dir runs/av
     mmkeras prepare avmnist
     mmkeras tune ...
@@ -49,8 +49,8 @@ SUBCOMMANDS = {
     ),
     "serve": Subcommand(
         "serving.server", "serve exported models over TF Serving's REST and gRPC APIs",
-        "mmkeras serve --model-base-path $PWD/runs/mine/export --model-name mine "
-        "--rest-port 8501 --grpc-port 8500",
+        "mmkeras serve --model-base-path $PWD/runs/mine/export/savedmodel "
+        "--model-name own_my --rest-port 8501 --grpc-port 8500",
     ),
     "explain": Subcommand(
         "training.explain", "attributions and saliency of a trained model",

@@ -25,7 +25,8 @@ a config is generated and trained with the experiment trainer (`training.trainer
                              (a seeded stratified split when the table has no split column),
                              problems found
     DIR/generated.yaml       the generated config before `--set` (the trainer writes the
-                             resolved one to DIR/config.yaml)
+                             resolved one to DIR/config.yaml); its model name, `own_<table
+                             file stem>`, is the TF Serving model name after export
 
 Bad cells follow `data.bad_input` (`error` by default: one line naming the table, the line
 and the column; `--set data.bad_input=skip` drops and counts, `mask` keeps the row with the
