@@ -25,8 +25,12 @@ import numpy as np
 from mmkeras import errors
 
 
-def load_examples(config, split="test", max_examples=None, batch_size=256, start=0, threads=1):
+def load_examples(config, split="test", max_examples=None, batch_size=256, start=0, threads=1,
+                  model_dir=None):
     """A split of the model directory's dataset as `(feature dict of numpy arrays, labels)`.
+
+    Text and tabular modalities go through the preprocessing fitted in training, read from
+    `model_dir` (required for them).
 
     `start` and `max_examples` select rows `start .. start + max_examples` of the split.
     `threads=1` decodes on one tf.data thread: with parallel decoding, tensorflow-io's
@@ -46,9 +50,15 @@ def load_examples(config, split="test", max_examples=None, batch_size=256, start
                          f"has {n} usable rows.")
     stop = start + max_examples if max_examples else n
     columns = {k: v[start:stop] for k, v in columns.items()}
+    preprocessing = None
+    if model_dir is not None and {"text", "tabular"} & set(modalities):
+        from mmkeras.data.preprocessing import Preprocessing
+
+        preprocessing = Preprocessing.load(model_dir, config.data, modalities,
+                                           text_encoder=config.model.text_encoder)
     xs, ys = [], []
     for x, y in make_dataset(columns, config.data, modalities, batch_size=batch_size,
-                             threads=threads):
+                             threads=threads, preprocessing=preprocessing):
         xs.append({k: v.numpy() for k, v in x.items()})
         ys.append(y.numpy())
     if not xs:
@@ -173,7 +183,7 @@ def evaluate(model_dir, robustness=False, split="test", max_examples=None, level
     model_dir = pathlib.Path(model_dir)
     start = time.time()
     config, model = load_model_dir(model_dir)
-    x, y = load_examples(config, split, max_examples)
+    x, y = load_examples(config, split, max_examples, model_dir=model_dir)
     probabilities = rob.predict(model, x)
     payload = {
         "model_dir": str(model_dir),

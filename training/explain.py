@@ -166,7 +166,7 @@ def explain(model_dir, index, out=None, split="test", target="predicted", steps=
     out = pathlib.Path(out) if out else model_dir / "explain" / f"{split}-{index}"
     out.mkdir(parents=True, exist_ok=True)
     config, model = load_model_dir(model_dir)
-    x, y = load_examples(config, split, max_examples=1, start=index)
+    x, y = load_examples(config, split, max_examples=1, start=index, model_dir=model_dir)
     probabilities = np.asarray(model(x, training=False))[0]
     predicted = int(probabilities.argmax())
     if target == "predicted":

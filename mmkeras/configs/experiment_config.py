@@ -44,7 +44,18 @@ class DataConfig:
         bad_input: per-modality policy for unreadable files: `error` (stop, naming file and
             row), `skip` (drop the row, count it) or `mask` (keep the row, mark the modality
             missing). A single string applies to every modality.
-        image_shape: decoded image shape `[height, width, channels]` (resized if needed).
+        image_shape: decoded image shape `[height, width, channels]`.
+        image_resize: None (every image must already be `image_shape`; others are bad input),
+            `pad` (resized to fit, aspect kept, padded with `image_fill`), `crop` (resized to
+            cover, aspect kept, centre-cropped) or `stretch`. With a resize, images of any
+            channel count are converted to `image_shape[-1]` (alpha composited on
+            `image_fill`).
+        image_fill: the padding / background value in [0, 1] (0 black, 1 white).
+        max_image_pixels: an image of more pixels (read from its header, before decoding) is
+            bad input (None: no limit beyond Pillow's own decompression-bomb guard).
+        audio_channels: channels an audio file must have (None: any; the first is used).
+        empty_is_missing: an empty file or text cell is a missing modality (presence 0,
+            counted in the report's `missing`), not bad input.
         audio_sample_rate: the rate the model expects; files at another rate are resampled
             (tensorflow-io) when `audio_resample` is true, else rejected by the row checks.
         audio_resample: resample audio files to `audio_sample_rate`.
@@ -79,6 +90,11 @@ class DataConfig:
     deterministic: bool = True
     bad_input: typing.Any = "error"
     image_shape: typing.List[int] = dataclasses.field(default_factory=lambda: [28, 28, 1])
+    image_resize: typing.Optional[str] = None
+    image_fill: float = 0.0
+    max_image_pixels: typing.Optional[int] = None
+    audio_channels: typing.Optional[int] = 1
+    empty_is_missing: bool = False
     audio_sample_rate: int = 8000
     audio_resample: bool = False
     text_max_tokens: int = 5000
@@ -583,6 +599,7 @@ FUSION_TYPES = (  # mmkeras.layers.fusion.FUSION_LAYERS, then DECISION_FUSION_LA
     "late", "decision",
 )
 IMPUTATIONS = ("none", "zero", "learned", "mean")
+IMAGE_RESIZE = (None, "pad", "crop", "stretch")
 MODALITY_NAMES = ("image", "audio", "text", "video", "tabular", "timeseries")
 
 # Dotted key -> allowed values (a key the config does not have is not checked).
@@ -600,10 +617,11 @@ CHOICES = {
     "model.timeseries_encoder.type": TIMESERIES_ENCODER_TYPES,
     "model.fusion.type": FUSION_TYPES,
     "model.missing.imputation": IMPUTATIONS,
+    "data.image_resize": IMAGE_RESIZE,
 }
 # Keys that must be > 0 (None, where allowed, passes).
 POSITIVE = (
-    "data.batch_size", "data.max_examples", "trainer.epochs", "trainer.learning_rate",
+    "data.batch_size", "data.max_examples", "data.max_image_pixels", "data.audio_channels", "trainer.epochs", "trainer.learning_rate",
     "trainer.steps_per_epoch", "runtime.cpu_replicas", "runtime.worker_timeout_s",
 )
 _MISSING = object()

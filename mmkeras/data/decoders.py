@@ -28,6 +28,13 @@ def read_image(path, channels):
     return tf.ensure_shape(image, [None, None, channels])
 
 
+def read_any_image(path):
+    """PNG/JPEG/GIF/BMP file -> uint8 `(height, width, channels)` with the file's own channel
+    count (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA)."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=0, expand_animations=False)
+    return tf.ensure_shape(image, [None, None, None])
+
+
 def file_suffix(path):
     return tf.strings.lower(tf.strings.regex_replace(path, r"^.*\.", ""))
 
@@ -84,6 +91,11 @@ def _image_shape(path, channels):
 
 
 @tf.function(input_signature=[_PATH])
+def _any_image_shape(path):
+    return tf.shape(read_any_image(path))
+
+
+@tf.function(input_signature=[_PATH])
 def _audio_length(path):
     waveform, rate = read_audio(path)
     return tf.shape(waveform)[0], rate
@@ -121,10 +133,18 @@ def _run(function, *args):
         return None, _message(e)
 
 
-def image_error(path, shape):
-    """None if the pipeline's decoder reads `path` as `shape` `(h, w, c)`, else the reason."""
+def image_error(path, shape, resize=False):
+    """None if the pipeline's decoder reads `path` as `shape` `(h, w, c)`, else the reason.
+    With `resize`, any size and channel count (the pipeline converts them)."""
     if int(shape[-1]) not in IMAGE_CHANNELS:
         return f"images must have {' or '.join(map(str, IMAGE_CHANNELS))} channels, not {shape[-1]}"
+    if resize:
+        result, reason = _run(_any_image_shape, str(path))
+        if reason is not None:
+            return f"TensorFlow cannot decode image ({reason})"
+        if min(int(d) for d in result[0][:2]) == 0:
+            return "image has no pixels"
+        return None
     result, reason = _run(_image_shape, str(path), int(shape[-1]))
     if reason is not None:
         return f"TensorFlow cannot decode image ({reason})"

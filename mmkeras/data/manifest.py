@@ -63,6 +63,8 @@ class ManifestReport:
     # report: they belong to no split); their problems are listed in `problems`.
     unknown_split: int = 0
     masked: dict = dataclasses.field(default_factory=dict)
+    # Rows whose cell of a modality was empty (`empty_is_missing`): present = 0, not a problem.
+    missing: dict = dataclasses.field(default_factory=dict)
     problems: list = dataclasses.field(default_factory=list)
 
     def as_dict(self):
@@ -82,16 +84,27 @@ def _decoders():
     return decoders
 
 
-def check_image(path, expected_shape=(28, 28, 1)):
-    """Returns None if `path` is a decodable image of `expected_shape`, else the reason."""
+def check_image(path, expected_shape=(28, 28, 1), resize=None, max_pixels=None):
+    """Returns None if `path` is a decodable image of `expected_shape`, else the reason.
+
+    With `resize` (`pad`, `crop`, `stretch`: the pipeline resizes and converts channels) any
+    size and channel count passes. `max_pixels` refuses a larger image from its header, before
+    its pixels are decoded.
+    """
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                return (f"image is {width}x{height} = {width * height} pixels, over the limit "
+                        f"data.max_image_pixels={max_pixels}")
             img.load()
             array = np.asarray(img)
     except FileNotFoundError:
         return "file not found"
     except Exception as e:  # PIL raises many types for corrupt data.
         return f"cannot decode image ({type(e).__name__}: {e})"
+    if resize is not None:
+        return _decoders().image_error(path, tuple(expected_shape), resize=True)
     channels = 1 if array.ndim == 2 else array.shape[-1]
     height, width = array.shape[:2]
     if (height, width, channels) != tuple(expected_shape):
@@ -112,7 +125,7 @@ def check_wav(path, sample_rate=None, channels=1):
         return f"cannot decode WAV ({type(e).__name__}: {e})"
     if width != 2:
         return f"WAV sample width is {8 * width} bits, expected 16"
-    if nch != channels:
+    if channels is not None and nch != channels:
         return f"WAV has {nch} channels, expected {channels}"
     if sample_rate is not None and rate != sample_rate:
         return f"WAV sample rate is {rate} Hz, expected {sample_rate}"
@@ -144,7 +157,7 @@ def check_audio(path, sample_rate=None, channels=1):
         data, _ = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
         return f"cannot decode audio ({type(e).__name__}: {e})"
-    if info.channels != channels:
+    if channels is not None and info.channels != channels:
         return f"audio has {info.channels} channels, expected {channels}"
     if sample_rate is not None and info.samplerate != sample_rate:
         return f"audio sample rate is {info.samplerate} Hz, expected {sample_rate}"
@@ -234,9 +247,11 @@ def checkers_for(data_config):
     shape = tuple(data_config.image_shape)
     rate = None if data_config.audio_resample else data_config.audio_sample_rate
     channels = data_config.timeseries_channels
+    resize, max_pixels = data_config.image_resize, data_config.max_image_pixels
+    audio_channels = data_config.audio_channels
     return {
-        "image": lambda path: check_image(path, shape),
-        "audio": lambda path: check_audio(path, sample_rate=rate),
+        "image": lambda path: check_image(path, shape, resize=resize, max_pixels=max_pixels),
+        "audio": lambda path: check_audio(path, sample_rate=rate, channels=audio_channels),
         "video": check_video,
         "timeseries": lambda path: check_timeseries(path, channels),
     }
@@ -298,7 +313,7 @@ def find_manifest(dataset_dir):
 
 def read_manifest(
     manifest_path, split, modalities, num_classes, bad_input="error", max_examples=None,
-    checkers=None, numeric_columns=(), categorical_columns=(),
+    checkers=None, numeric_columns=(), categorical_columns=(), empty_is_missing=False,
 ):
     """Reads the rows of one split and checks them.
 
@@ -316,6 +331,8 @@ def read_manifest(
         numeric_columns: the numeric columns of the `tabular` modality.
         categorical_columns: the categorical columns of the `tabular` modality (kept as
             strings; an empty cell is a category of its own).
+        empty_is_missing: an empty file or text cell is a missing modality (presence 0,
+            counted in `report.missing`), not bad input.
 
     Returns:
         `(columns, report)`: `columns` maps `id`, `label`, each modality and
@@ -332,6 +349,7 @@ def read_manifest(
     checkers = {m: _once(check) for m, check in dict(CHECKERS, **(checkers or {})).items()}
     report = ManifestReport(manifest=str(manifest_path), split=split)
     masked = collections.Counter()
+    empty = collections.Counter()
     columns = collections.defaultdict(list)
     numeric_columns, categorical_columns = list(numeric_columns), list(categorical_columns)
     if not manifest_path.is_file():
@@ -382,6 +400,11 @@ def read_manifest(
             continue
         keep, values = True, {}
         for m in modalities:
+            if empty_is_missing and m != "tabular" and not str(row.get(m) or "").strip():
+                empty[m] += 1
+                values.update(_empty_value(m, len(numeric_columns), len(categorical_columns)))
+                values[f"{m}_present"] = 0.0
+                continue
             value, reason = _check_value(m, row, root, checkers, numeric_columns,
                                          categorical_columns)
             if reason is None:
@@ -408,16 +431,18 @@ def read_manifest(
             columns[key].append(value)
         report.rows_kept += 1
     report.masked = dict(masked)
+    report.missing = dict(empty)
     arrays = {
         "id": np.array(columns["id"], dtype=str),
         "label": np.array(columns["label"], dtype=np.int64),
     }
     for m in modalities:
         if m == "tabular":
-            arrays[m] = np.array(columns[m], dtype=np.float32).reshape(-1, len(numeric_columns))
+            arrays[m] = np.array(columns[m], dtype=np.float32).reshape(
+                report.rows_kept, len(numeric_columns))
             arrays["tabular_categories"] = np.array(columns["tabular_categories"], dtype=str)
             arrays["tabular_categories"] = arrays["tabular_categories"].reshape(
-                -1, len(categorical_columns)
+                report.rows_kept, len(categorical_columns)
             )
         else:
             arrays[m] = np.array(columns[m], dtype=str)

@@ -19,6 +19,8 @@ from mmkeras import features
 from mmkeras.data.decoders import import_tfio
 from mmkeras.data.decoders import file_suffix
 from mmkeras.data.decoders import read_audio  # noqa: F401  (public here since before decoders.py)
+from mmkeras.data import image_resize
+from mmkeras.data.decoders import read_any_image
 from mmkeras.data.decoders import read_gif
 from mmkeras.data.decoders import read_image
 from mmkeras.data.manifest import checkers_for
@@ -26,11 +28,17 @@ from mmkeras.data.manifest import find_manifest
 from mmkeras.data.manifest import read_manifest
 
 
-def decode_image(path, present, shape=(28, 28, 1)):
-    """PNG/JPEG file -> float32 `shape` in [0, 1]; zeros when not present."""
+def decode_image(path, present, shape=(28, 28, 1), resize=None, fill=0.0):
+    """PNG/JPEG file -> float32 `shape` in [0, 1]; zeros when not present.
+
+    Without `resize` the file must already be `shape`. With `resize` (`pad`, `crop` or
+    `stretch`; `mmkeras.data.image_resize`) any size and channel count is converted.
+    """
     shape = tuple(int(d) for d in shape)
 
     def load():
+        if resize is not None:
+            return image_resize.fit_image(read_any_image(path), shape, resize, fill)
         return tf.cast(read_image(path, shape[-1]), tf.float32) / 255.0
 
     image = tf.cond(present > 0, load, lambda: tf.zeros(shape, tf.float32))
@@ -200,6 +208,7 @@ def load_split(dataset_dir, split, data_config, modalities, num_classes):
         checkers=checkers_for(data_config),
         numeric_columns=data_config.tabular_numeric,
         categorical_columns=data_config.tabular_categorical,
+        empty_is_missing=data_config.empty_is_missing,
     )
 
 
@@ -210,7 +219,7 @@ def decode_row(row, data_config, modalities):
     for m in modalities:
         present = row[features.presence_key(m)]
         if m == features.IMAGE:
-            x[m] = decode_image(row[m], present, c.image_shape)
+            x[m] = decode_image(row[m], present, c.image_shape, c.image_resize, c.image_fill)
         elif m == features.AUDIO:
             x[m] = decode_audio(
                 row[m], present, c.audio_samples, c.audio_sample_rate, c.audio_resample

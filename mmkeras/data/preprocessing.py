@@ -111,12 +111,16 @@ class Preprocessing:
 
     def _lookup_tables(self):
         if self._tables is None:
-            self._tables = []
-            for vocab in self.tabular["vocabularies"]:
-                keys = tf.constant(vocab or ["\0"], tf.string)
-                ids = tf.range(1, len(vocab or ["\0"]) + 1, dtype=tf.int64)
-                init = tf.lookup.KeyValueTensorInitializer(keys, ids)
-                self._tables.append(tf.lookup.StaticHashTable(init, default_value=0))
+            # Created eagerly even when first called inside a tf.data map's trace: the tables
+            # are shared by every dataset (train, validation, test) built from this object.
+            with tf.init_scope():
+                tables = []
+                for vocab in self.tabular["vocabularies"]:
+                    keys = tf.constant(vocab or ["\0"], tf.string)
+                    ids = tf.range(1, len(vocab or ["\0"]) + 1, dtype=tf.int64)
+                    init = tf.lookup.KeyValueTensorInitializer(keys, ids)
+                    tables.append(tf.lookup.StaticHashTable(init, default_value=0))
+            self._tables = tables
         return self._tables
 
     def tabular_vector(self, numbers, categories):

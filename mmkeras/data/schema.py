@@ -28,6 +28,7 @@ directory (`Schema.to_dict` / `Schema.from_dict`) so predict and export read the
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import pathlib
@@ -37,6 +38,7 @@ import typing
 import yaml
 
 from mmkeras.data.jsonl import read_jsonl
+from mmkeras.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -55,7 +57,7 @@ ID_NAME = re.compile(r"(^|[_\-\s])(id|key|uuid|guid)$|^(id|key|uuid|guid|index)$
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """A table or schema problem, naming the file, line or column."""
 
 
@@ -123,6 +125,12 @@ def read_table(path):
     Raises:
         SchemaError naming the file (and the line) when it cannot be read.
     """
+    header, rows = read_table_lines(path)
+    return header, [row for _, row in rows]
+
+
+def read_table_lines(path):
+    """Like `read_table`, with each row's line number in the file: `(header, [(line, row)])`."""
     path = pathlib.Path(path)
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
@@ -135,29 +143,37 @@ def read_table(path):
         raise SchemaError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if TABLE_SUFFIXES[suffix] is None:
         return _read_jsonl(path, text)
-    reader = csv.reader(text.splitlines(), delimiter=TABLE_SUFFIXES[suffix])
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=TABLE_SUFFIXES[suffix])
     try:
         header = next(reader)
     except StopIteration:
         raise SchemaError(f"{path}: empty table") from None
+    except csv.Error as e:
+        raise SchemaError(f"{path}, line 1: {e}") from None
     header = [h.strip() for h in header]
     _check_header(path, header)
     rows = []
-    for line, cells in enumerate(reader, start=2):
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        if len(cells) != len(header):
-            raise SchemaError(
-                f"{path}, line {line}: {len(cells)} cells but the header has {len(header)} columns"
-            )
-        rows.append({h: c.strip() for h, c in zip(header, cells)})
+    line = reader.line_num
+    try:
+        for cells in reader:
+            start, line = line + 1, reader.line_num
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                raise SchemaError(
+                    f"{path}, line {start}: {len(cells)} cells but the header has "
+                    f"{len(header)} columns"
+                )
+            rows.append((start, {h: c.strip() for h, c in zip(header, cells)}))
+    except csv.Error as e:
+        raise SchemaError(f"{path}, line {line + 1}: {e}") from None
     return header, rows
 
 
 def _read_jsonl(path, text):
     header, rows = read_jsonl(path, text, SchemaError)
     _check_header(path, header)
-    return header, [{h: _jsonl_cell(row.get(h)) for h in header} for _, row in rows]
+    return header, [(line, {h: _jsonl_cell(row.get(h)) for h in header}) for line, row in rows]
 
 
 def _jsonl_cell(value):
@@ -217,9 +233,12 @@ def _infer_column(name, values, rows, table_dir, max_categories, check_files):
             )
         return media, (f"{media} file extensions; {len(checked) - len(missing)}/{len(checked)} "
                        "first files found")
-    if name.lower() in SPLIT_NAMES and all(v.lower() in SPLIT_VALUES for v in distinct
-                                           if v) and len(distinct) <= 6:
-        return "split", f"split column: values {sorted(distinct)}"
+    known = sum(str(v).lower() in SPLIT_VALUES for v in values)
+    if name.lower() in SPLIT_NAMES and known >= 0.9 * len(values) and len(distinct) <= 10:
+        unknown = sorted(v for v in distinct if str(v).lower() not in SPLIT_VALUES)
+        return "split", (f"split column: values {sorted(distinct)}" + (
+            f"; {len(values) - known} cells are no split name ({unknown}): bad input"
+            if unknown else ""))
     if ID_NAME.search(name):
         return "id", "named like an identifier"
     numeric = all(_is_number(v) for v in values)

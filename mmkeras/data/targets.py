@@ -14,10 +14,12 @@ import json
 import math
 import pathlib
 
+from mmkeras.errors import UserError
+
 LABELS_FILE = "labels.json"
 
 
-class TargetError(ValueError):
+class TargetError(UserError, ValueError):
     """A target cell that cannot be encoded, naming the row and the value."""
 
 

@@ -1,0 +1,98 @@
+"""`mmkeras train --data` then `mmkeras predict` on a product table around the real OpenMoji
+slice (image + two text columns + price + size; string target; no split column), trained for
+one epoch: the model directory is self-contained and predict handles unlabelled rows with
+missing cells."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from tests.data.schema_test import _user_table
+from tests.data.schema_test import _write_csv
+from tests.datasets.openmoji_test import openmoji_small  # noqa: F401  (session fixture)
+from training import own_data_train
+from training import predict
+
+
+@pytest.fixture(scope="session")
+def trained_products(openmoji_small, tmp_path_factory):  # noqa: F811
+    root = tmp_path_factory.mktemp("own_data")
+    rows = _user_table(openmoji_small, root / "products.csv")
+    for i, row in enumerate(rows):
+        row.pop("tags")
+        row["price"] = "" if i % 6 == 0 else row["price"]
+        if i % 9 == 0:
+            row["photo"] = ""  # a missing image
+    table = _write_csv(root / "products.csv", rows)
+    model_dir = root / "run"
+    status = own_data_train.main([
+        "--data", str(table), "--target", "colour", "--model-dir", str(model_dir),
+        "--set", "trainer.epochs=1", "--set", "data.image_shape=[16,16,3]",
+    ])
+    assert status == 0
+    return root, rows, model_dir
+
+
+@pytest.mark.large
+def test_train_writes_a_self_contained_model_dir(trained_products):
+    _, rows, model_dir = trained_products
+    for name in ("schema.json", "labels.json", "table.json", "config.yaml", "model.keras",
+                 "vocab.txt", "tabular.json", "generated.yaml", "data/manifest.csv",
+                 "data/dataset.json", "report.json"):
+        assert (model_dir / name).is_file(), name
+    report = json.loads((model_dir / "report.json").read_text())
+    assert report["test"]["examples"] == json.loads(
+        (model_dir / "data" / "dataset.json").read_text())["splits"]["test"]
+    assert report["dataset"]["name"] == "own:products.csv"
+    masked = {s: p["missing"] for s, p in report["data_problems"].items()}
+    assert sum(m.get("image", 0) for m in masked.values()) == sum(not r["photo"] for r in rows)
+    assert report["config"]["model"]["modalities"] == ["image", "tabular", "text"]
+    assert report["config"]["data"]["image_resize"] == "pad"
+
+
+@pytest.mark.large
+def test_predict_unlabelled_rows_with_missing_cells(trained_products):
+    root, rows, model_dir = trained_products
+    new = [{k: v for k, v in r.items() if k != "colour"} for r in rows[:10]]
+    new[1]["photo"] = ""
+    new[2]["title"] = new[2]["description"] = ""
+    new[3]["price"] = ""
+    new[4]["price"] = "n/a"
+    table = _write_csv(root / "new.csv", new)
+    out = root / "predictions.csv"
+    with pytest.raises(Exception, match=r"new.csv, line 6, column 'price': 'n/a' is not a"):
+        predict.predict_table(model_dir, table, out)
+    summary = predict.predict_table(model_dir, table, out, bad_input="mask", top_k=2)
+    assert summary["predicted"] == 10 and summary["problems"]["bad_number"] == 1
+    with open(out, newline="") as f:
+        predictions = list(csv.DictReader(f))
+    assert [p["row"] for p in predictions] == [str(i) for i in range(2, 12)]
+    assert [p["id"] for p in predictions] == [r["sku"] for r in new]
+    assert predictions[1]["missing"] == "image" and predictions[2]["missing"] == "text"
+    assert predictions[3]["missing"] == ""  # a missing number is imputed, not a missing modality
+    labels = json.loads((model_dir / "labels.json").read_text())["labels"]
+    for p in predictions:  # 3 classes > top_k=2: the two best
+        assert p["label"] == p["top1_label"] and p["label"] in labels
+        assert float(p["top1_probability"]) >= float(p["top2_probability"])
+    summary = predict.predict_table(model_dir, table, out, bad_input="skip")
+    assert summary["predicted"] == 9 and summary["skipped"] == 1
+    with open(out, newline="") as f:
+        predictions = list(csv.DictReader(f))
+    probabilities = np.array([[float(p[f"p_{label}"]) for label in labels] for p in predictions])
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-4)
+
+
+@pytest.mark.large
+def test_evaluate_reads_the_fitted_preprocessing(trained_products):
+    """`mmkeras evaluate` on a text + tabular model (it built the dataset without the fitted
+    vocabulary and tabular statistics before)."""
+    from training import evaluate
+
+    _, _, model_dir = trained_products
+    payload = evaluate.evaluate(model_dir)
+    report = json.loads((model_dir / "report.json").read_text())
+    assert payload["metrics"]["accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-6)
+    assert set(payload["missing_modalities"]) == {
+        "all_present", "image_missing", "tabular_missing", "text_missing", "all_missing"}
