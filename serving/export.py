@@ -76,6 +76,33 @@ max |probability difference| to Keras, top-1 agreement with Keras, accuracy, siz
   waveforms and 0/1 flags, and the waveform must not be quantized; int8 I/O would also move
   quantization into every client), so the same code calls every variant.
 
+Every task exports (`config.task`; the above is `classification`). The other tasks' model
+directories get their own signatures (`serving/tasks/`, one module per task; the tables are
+there), written in the same layout with warm-up requests for every signature and published
+the same way, verify-then-publish (`serving/task_export.py`):
+
+| task                 | SavedModel signatures                  | TFLite (float32, builtin ops)   |
+|----------------------|----------------------------------------|---------------------------------|
+| `retrieval`          | `embed_<m>` (unit embedding) per       | all                             |
+|                      | modality, `similarity` (per-pair       |                                 |
+|                      | cosine and logit)                      |                                 |
+| `captioning`         | `generate` (greedy decoding in the     | `generate_ids` (`generate`'s    |
+|                      | graph: token ids, length, caption      | strings need TF string ops)     |
+|                      | strings), `generate_ids`               |                                 |
+| `av_sync`            | `serving_default` (offset logits and   | all                             |
+|                      | probabilities, offset, sync logit and  |                                 |
+|                      | in-sync probability)                   |                                 |
+| `shared_autoencoder` | `serving_default`, `serve_<m>_only`    | all                             |
+|                      | (shared code, every reconstruction)    |                                 |
+| `invariance`         | `serving_default`, `serve_<m>_only`    | all                             |
+|                      | (the shared head's probabilities,      |                                 |
+|                      | class ids, shared embedding)           |                                 |
+
+Their checks compare every output of every signature, in the SavedModel and in TFLite, with
+Keras on real test rows (`--max-parity-examples`, default 16): floats within 1e-5 (SavedModel)
+or 1e-4 (TFLite) of max(1, max |Keras|), integer and string outputs equal on every row.
+TFLite is float32 only and ONNX is not written for them (exit status 2 when asked).
+
 The jobs live in their own modules: `serving/savedmodel_export.py` (version directory, warm-up
 requests, `models.config`), `serving/tflite_export.py` (conversion, quantization, LiteRT
 runners), `serving/parity.py` (tolerances and every check), `serving/examples.py` (real rows

@@ -37,6 +37,7 @@ class Endpoint:
     specs: dict
     tflite: bool = True
     why_not_tflite: str = ""
+    row_keys: dict = dataclasses.field(default_factory=dict)  # input -> key in `check_rows`
 
 
 class TaskServing:
@@ -68,9 +69,10 @@ class TaskServing:
 
 
 def inputs_of(endpoint, rows):
-    """The inputs `endpoint` takes, picked from `rows`, in its dtypes."""
-    return {k: np.asarray(rows[k], spec.dtype.as_numpy_dtype if spec.dtype != tf.string
-                          else object)
+    """The inputs `endpoint` takes, picked from `rows` (`endpoint.row_keys` renames), in its
+    dtypes."""
+    return {k: np.asarray(rows[endpoint.row_keys.get(k, k)],
+                          spec.dtype.as_numpy_dtype if spec.dtype != tf.string else object)
             for k, spec in endpoint.specs.items()}
 
 

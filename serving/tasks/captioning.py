@@ -20,6 +20,7 @@ file holds `generate_ids`; map its ids to words with the same `caption_vocab.txt
 
 import pathlib
 import re
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -88,7 +89,10 @@ class CaptioningServing(base.TaskServing):
         suppressed = tf.constant(suppressed)
         pad = tf.constant(model.pad_id, tf.int32)
         for _ in range(model.sequence_length):
-            logits = model.decode(memory, sequences, training=False)[:, -1, :]
+            with warnings.catch_warnings():
+                # A one-token prefix attends over one step; Keras warns about the size-1 softmax.
+                warnings.filterwarnings("ignore", message="You are using a softmax over axis")
+                logits = model.decode(memory, sequences, training=False)[:, -1, :]
             log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
             log_probs = tf.where(suppressed[None, :], tf.constant(-np.inf, tf.float32), log_probs)
             tokens = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
