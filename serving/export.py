@@ -233,9 +233,8 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     for path in model_dir_lib.remove_stale_temporaries(_export_folders(out)):
         log(f"removed {path}: left by an export that did not finish")
     task = model_dir_lib.load_config(model_dir).task
-    if task != CLASSIFICATION:
-        task_export.check_options(model_dir_lib.load_config(model_dir), formats, tflite_quant,
-                                  all_heads)
+    if task != CLASSIFICATION:  # before anything is loaded or written
+        task_export.check_options(task, formats, tflite_quant, all_heads)
     multitask_model = load_multitask_model(model_dir) if all_heads else None
     config, model = load_model_dir(model_dir)
     preprocessing = text_signature.load_preprocessing(model_dir, config)
@@ -259,7 +258,7 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
         else:
             report, staged = task_export.export_staged(
                 config, model, model_dir, stage, version, formats,
-                count=max_parity_examples or task_export.base.CHECK_EXAMPLES)
+                count=max_parity_examples or task_export.CHECK_EXAMPLES)
         if report["passed"]:
             final = _publish(staged, stage, out, base / str(version))
             savedmodel_export.write_models_config(savedmodel_root, serving_base_path)

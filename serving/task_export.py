@@ -22,27 +22,28 @@ from serving import tflite_export
 from serving.tasks import base
 
 TFLITE_FILE = "model.tflite"
+CHECK_EXAMPLES = base.CHECK_EXAMPLES  # real test rows each signature is checked on
 
 
 class TaskExportError(errors.UserError, ValueError):
     """An export option the model directory's task does not support (exit status 2)."""
 
 
-def check_options(config, formats, tflite_quant, all_heads):
+def check_options(task, formats, tflite_quant, all_heads):
     """ValueError for the options these tasks do not support (before anything is written)."""
     if "onnx" in formats:
         raise TaskExportError(f"ONNX export is for classification models; this model directory's "
-                         f"task is {config.task!r}: use --format savedmodel/tflite.")
+                         f"task is {task!r}: use --format savedmodel/tflite.")
     extra = sorted(set(tflite_quant) - {"float32"})
     if "tflite" in formats and extra:
         raise TaskExportError(f"TFLite quantization {extra} is for classification models (judged on "
-                         f"class decisions); task {config.task!r} exports float32 TFLite only.")
+                         f"class decisions); task {task!r} exports float32 TFLite only.")
     if all_heads:
-        raise TaskExportError(f"--all-heads is for multi-task classifiers; task {config.task!r} "
+        raise TaskExportError(f"--all-heads is for multi-task classifiers; task {task!r} "
                          "has no auxiliary heads.")
 
 
-def export_staged(config, model, model_dir, stage, version, formats, count=base.CHECK_EXAMPLES):
+def export_staged(config, model, model_dir, stage, version, formats, count=CHECK_EXAMPLES):
     """Writes the SavedModel (and TFLite) of `model` under `stage` and checks them.
 
     Returns:
@@ -51,9 +52,10 @@ def export_staged(config, model, model_dir, stage, version, formats, count=base.
     serving = tasks.task_serving(config, model, model_dir)
     endpoints = serving.endpoints()
     t0 = time.time()
+    warmup = serving.warmup_inputs()  # first: it runs a text tokenizer once, which builds it
     savedmodel_dir = savedmodel_export.export_savedmodel(
         model, stage / "savedmodel", version, model_name=config.model.name,
-        archive=base.build_archive(serving), warmup_by_signature=serving.warmup_inputs())
+        archive=base.build_archive(serving), warmup_by_signature=warmup)
     timings = {"savedmodel": round(time.time() - t0, 1)}
     artifacts = {"savedmodel": savedmodel_dir}
     convertible = [e.name for e in endpoints if e.tflite]

@@ -19,6 +19,9 @@ import dataclasses
 import keras
 import numpy as np
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from serving import examples
 
 # Largest |difference| of a float output, relative to max(1, max |reference|): the SavedModel
 # runs TensorFlow's kernels (as Keras does), TFLite its own.
@@ -136,8 +139,6 @@ def check(serving, savedmodel_dir, tflite_path=None, count=CHECK_EXAMPLES):
         got = _numpy(signatures[e.name](**inputs))
         report["savedmodel"][e.name] = compare(got, reference[e.name], FLOAT_TOLERANCE["savedmodel"])
     if tflite_path is not None:
-        from ai_edge_litert.interpreter import Interpreter
-
         interpreter = Interpreter(model_path=str(tflite_path))
         report["tflite"] = {}
         for e in endpoints:
@@ -164,8 +165,6 @@ def sigmoid(x):
 def manifest_rows(config, count, modalities=None, preprocessing=None):
     """The first `count` test rows of a manifest dataset, decoded as the training pipeline
     decodes them (`serving.examples.pipeline_inputs`), as numpy."""
-    from serving import examples
-
     modalities = sorted(modalities or config.model.modalities)
     columns = examples.rows(config, "test", count)
     x = examples.pipeline_inputs(columns, config, modalities, preprocessing)

@@ -30,6 +30,7 @@ import tensorflow as tf
 from mmkeras import features
 from mmkeras.losses.contrastive_loss import l2_normalize
 from mmkeras.models.dual_encoder import embedding_key
+from serving import text_signature
 from serving.tasks import base
 
 EMBEDDING = "embedding"
@@ -47,8 +48,6 @@ class RetrievalServing(base.TaskServing):
     task = "retrieval"
 
     def __init__(self, config, model, model_dir):
-        from serving import text_signature
-
         super().__init__(config, model, model_dir)
         self.preprocessing = text_signature.load_preprocessing(model_dir, config)
         self.tokenizer = None

@@ -231,12 +231,20 @@ TASK_TRAINING = {  # task -> (its script, config, --set values, the script's ext
         "captioning.intermediate_dim=32", "captioning.min_count=1", "captioning.max_words=6",
         "captioning.beam_width=2", "captioning.samples=5", "captioning.constant_candidates=20"],
         []),
+    # Image <-> text retrieval on OpenMoji: a text tower (`vocab.txt` tokenizer) for the
+    # raw-string `embed_text_strings` signature.
+    "retrieval_text": ("training.train_retrieval", "training/configs/openmoji/dual_encoder.yaml", [
+        "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
+        "data.image_shape=[16,16,3]", "model.image_encoder.filters=[8]",
+        "model.image_encoder.embedding_dim=16", "model.text_encoder.units=8",
+        "model.text_encoder.embedding_dim=16", "cross_modal.embedding_dim=8"], []),
 }
-SERVED_TASKS = tuple(TASK_TRAINING)
+SERVED_TASKS = ("retrieval", "shared_autoencoder", "invariance", "av_sync", "captioning")
 
 
 def train_task_model_dir(task, model_dir, data_dir):
-    """Trains a tiny model directory of `task` on `data_dir` (in process); returns its path."""
+    """Trains a tiny model directory of `task` (a key of `TASK_TRAINING`) on `data_dir` (in
+    process); returns its path."""
     import importlib
 
     module, config, sets, flags = TASK_TRAINING[task]
@@ -300,7 +308,7 @@ def task_data_dirs(avmnist_small, data_root):
 
     avmnist = lambda: avmnist_small  # noqa: E731
     return {"retrieval": avmnist, "shared_autoencoder": avmnist, "invariance": avmnist,
-            "av_sync": av_sync_data, "captioning": openmoji_data}
+            "av_sync": av_sync_data, "captioning": openmoji_data, "retrieval_text": openmoji_data}
 
 
 @pytest.fixture(scope="session")

@@ -106,6 +106,24 @@ def _check_task_outputs(task, exported, outputs, inputs):
                                    out["image_probabilities"], atol=1e-6)
 
 
+def test_text_retrieval_embeds_raw_strings_in_the_graph(task_export):
+    """A text tower's `embed_text_strings` runs the model directory's tokenizer (`vocab.txt`)
+    inside the SavedModel and gives `embed_text`'s embedding of the tf.data token ids."""
+    exported = task_export("retrieval_text")
+    report = exported.report
+    assert report["passed"] and report["task"] == "retrieval"
+    assert sorted(report["savedmodel"]["signatures"]) == [
+        "embed_image", "embed_text", "embed_text_strings", "similarity"]
+    assert sorted(report["tflite"]["signatures"]) == ["embed_image", "embed_text", "similarity"]
+    assert list(report["tflite"]["not_converted"]) == ["embed_text_strings"]
+    warmup = exported.warmup_inputs()
+    strings = warmup["embed_text_strings"]["text"]
+    assert strings.dtype == object and all(isinstance(s, bytes) and s for s in strings)
+    np.testing.assert_allclose(
+        exported.expected("embed_text_strings", {"text": strings})["embedding"],
+        exported.expected("embed_text", warmup["embed_text"])["embedding"], atol=1e-6)
+
+
 def test_options_a_task_does_not_support_exit_2(task_export, capsys):
     model_dir = task_export("retrieval").model_dir
     for flags, words in ((["--format", "onnx"], "ONNX export is for classification"),
