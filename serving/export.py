@@ -76,6 +76,33 @@ max |probability difference| to Keras, top-1 agreement with Keras, accuracy, siz
   waveforms and 0/1 flags, and the waveform must not be quantized; int8 I/O would also move
   quantization into every client), so the same code calls every variant.
 
+Every task exports (`config.task`; the above is `classification`). The other tasks' model
+directories get their own signatures (`serving/tasks/`, one module per task; the tables are
+there), written in the same layout with warm-up requests for every signature and published
+the same way, verify-then-publish (`serving/task_export.py`):
+
+| task                 | SavedModel signatures                  | TFLite (float32, builtin ops)   |
+|----------------------|----------------------------------------|---------------------------------|
+| `retrieval`          | `embed_<m>` (unit embedding) per       | all                             |
+|                      | modality, `similarity` (per-pair       |                                 |
+|                      | cosine and logit)                      |                                 |
+| `captioning`         | `generate` (greedy decoding in the     | `generate_ids` (`generate`'s    |
+|                      | graph: token ids, length, caption      | strings need TF string ops)     |
+|                      | strings), `generate_ids`               |                                 |
+| `av_sync`            | `serving_default` (offset logits and   | all                             |
+|                      | probabilities, offset, sync logit and  |                                 |
+|                      | in-sync probability)                   |                                 |
+| `shared_autoencoder` | `serving_default`, `serve_<m>_only`    | all                             |
+|                      | (shared code, every reconstruction)    |                                 |
+| `invariance`         | `serving_default`, `serve_<m>_only`    | all                             |
+|                      | (the shared head's probabilities,      |                                 |
+|                      | class ids, shared embedding)           |                                 |
+
+Their checks compare every output of every signature, in the SavedModel and in TFLite, with
+Keras on real test rows (`--max-parity-examples`, default 16): floats within 1e-5 (SavedModel)
+or 1e-4 (TFLite) of max(1, max |Keras|), integer and string outputs equal on every row.
+TFLite is float32 only and ONNX is not written for them (exit status 2 when asked).
+
 The jobs live in their own modules: `serving/savedmodel_export.py` (version directory, warm-up
 requests, `models.config`), `serving/tflite_export.py` (conversion, quantization, LiteRT
 runners), `serving/parity.py` (tolerances and every check), `serving/examples.py` (real rows
@@ -99,6 +126,7 @@ from mmkeras import errors
 from serving import examples
 from serving import parity as parity_lib
 from serving import savedmodel_export
+from serving import task_export
 from serving import text_signature
 from serving import tflite_export
 
@@ -107,6 +135,8 @@ DEFAULT_FORMATS = ("savedmodel", "tflite")
 MODEL_FILE = model_dir_lib.MODEL_FILE
 MULTITASK_FILE = model_dir_lib.MULTITASK_FILE  # every task head (`model.tasks`)
 REJECTED_DIR = "rejected"  # the artifacts of the last export that failed its checks
+CLASSIFICATION = "classification"  # the task of `serving_module` / `parity`; the others:
+# `serving/tasks/` through `serving/task_export.py`
 
 # This module is the command and its orchestration; the jobs live in `savedmodel_export`,
 # `tflite_export`, `parity` and `examples`. Their names stay importable from here for the
@@ -202,6 +232,9 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     out = model_dir / model_dir_lib.EXPORT_DIR
     for path in model_dir_lib.remove_stale_temporaries(_export_folders(out)):
         log(f"removed {path}: left by an export that did not finish")
+    task = model_dir_lib.load_config(model_dir).task
+    if task != CLASSIFICATION:  # before anything is loaded or written
+        task_export.check_options(task, formats, tflite_quant, all_heads)
     multitask_model = load_multitask_model(model_dir) if all_heads else None
     config, model = load_model_dir(model_dir)
     preprocessing = text_signature.load_preprocessing(model_dir, config)
@@ -218,9 +251,14 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     stage.mkdir(parents=True)
     start = time.time()
     try:
-        report, staged = _export_staged(config, model, multitask_model, served, stage, version,
-                                        formats, tflite_quant, tolerances, max_parity_examples,
-                                        preprocessing)
+        if task == CLASSIFICATION:
+            report, staged = _export_staged(config, model, multitask_model, served, stage,
+                                            version, formats, tflite_quant, tolerances,
+                                            max_parity_examples, preprocessing)
+        else:
+            report, staged = task_export.export_staged(
+                config, model, model_dir, stage, version, formats,
+                count=max_parity_examples or task_export.CHECK_EXAMPLES)
         if report["passed"]:
             final = _publish(staged, stage, out, base / str(version))
             savedmodel_export.write_models_config(savedmodel_root, serving_base_path)
@@ -238,14 +276,17 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
-    heads = {key: [features.PROBABILITIES] for key in final}
-    heads["savedmodel"] = sm.head_names(served)
+    heads = {}
+    if task == CLASSIFICATION:
+        heads = {key: [features.PROBABILITIES] for key in final}
+        heads["savedmodel"] = sm.head_names(served)
     float_tflite = final.get("tflite")
     for key, path in final.items():
         entry = report.setdefault(key, {})
         entry["path"] = str(path)
         entry["bytes"] = _dir_bytes(path) if path.is_dir() else path.stat().st_size
-        entry["heads"] = heads[key]
+        if heads:
+            entry["heads"] = heads[key]
         if key.startswith("tflite") and float_tflite is not None:
             entry["size_vs_tflite_float32"] = round(entry["bytes"] / float_tflite.stat().st_size, 4)
     report["savedmodel"].update({
@@ -433,6 +474,15 @@ def main(argv=None):
             raise
         print(f"[export] {e}", file=sys.stderr)
         return 2
+    if report.get("task", CLASSIFICATION) != CLASSIFICATION:
+        for line in task_export.summary_lines(report):
+            print(f"[export] {line}")
+        if not report["passed"]:
+            print(f"[export] checks FAILED; nothing published (artifacts in "
+                  f"{report.get('rejected_dir')}); see parity.json", file=sys.stderr)
+            return 1
+        print(f"[export] task {report['task']}: published {report['savedmodel']['path']}")
+        return 0
     for key in report["formats"]:
         r = report[key]
         print(f"[export] {key}: {r.get('path')}  {r.get('bytes', 0):,} bytes  "

@@ -24,12 +24,14 @@ def next_version(base):
     return max(versions, default=0) + 1
 
 
-def warmup_requests(model_name, examples):
-    """`PredictionLog`s for `serving_default`: one per example (batch 1), then all at once.
+def warmup_requests(model_name, examples, signature_name=None):
+    """`PredictionLog`s for one signature (default `serving_default`): one per example
+    (batch 1), then all at once.
 
     Args:
         model_name: the TF Serving model name.
         examples: `{input_name: np.ndarray}` with a leading batch dimension.
+        signature_name: the signature the requests call.
     """
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
@@ -43,7 +45,7 @@ def warmup_requests(model_name, examples):
     for rows in batches:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
-        request.model_spec.signature_name = SERVING_DEFAULT
+        request.model_spec.signature_name = signature_name or SERVING_DEFAULT
         for name, value in sorted(examples.items()):
             request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value[rows])))
         logs.append(prediction_log_pb2.PredictionLog(
@@ -52,24 +54,32 @@ def warmup_requests(model_name, examples):
     return logs
 
 
-def write_warmup(version_dir, model_name, examples):
-    """Writes `<version_dir>/assets.extra/tf_serving_warmup_requests` (a TFRecord file)."""
+def write_warmup(version_dir, model_name, examples=None, by_signature=None):
+    """Writes `<version_dir>/assets.extra/tf_serving_warmup_requests` (a TFRecord file):
+    requests for `serving_default` on `examples`, and for each signature of `by_signature`
+    (`{signature: {input: np.ndarray}}`) on its examples."""
     import tensorflow as tf
 
+    logs = warmup_requests(model_name, examples) if examples is not None else []
+    for signature, inputs in (by_signature or {}).items():
+        logs += warmup_requests(model_name, inputs, signature)
     path = pathlib.Path(version_dir) / "assets.extra" / WARMUP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for log in warmup_requests(model_name, examples):
+        for log in logs:
             writer.write(log.SerializeToString())
     return path
 
 
 def export_savedmodel(model, base, version=None, warmup_examples=None, model_name=None,
-                      preprocessing=None):
+                      preprocessing=None, archive=None, warmup_by_signature=None):
     """Writes `<base>/<version>/` (with warm-up requests) atomically; returns its path.
 
     `preprocessing` (a text model's fitted `Preprocessing`) adds the `serve_text` signature,
-    which takes raw strings (`serving/text_signature.py`).
+    which takes raw strings (`serving/text_signature.py`). `archive` (an `ExportArchive`)
+    replaces the classification signatures of `build_archive(model)` (the other tasks:
+    `serving/tasks/`); `warmup_by_signature` `{signature: inputs}` adds warm-up requests for
+    other signatures than `serving_default`.
 
     Everything is written into `<base>/.tmp-<pid>-version-<version>` and renamed at the end;
     on any error the temporary directory is removed and no version appears. (`export` calls
@@ -87,12 +97,13 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        archive = build_archive(model)
-        if preprocessing is not None:
-            text_signature.add_text_endpoint(archive, model, preprocessing)
+        if archive is None:
+            archive = build_archive(model)
+            if preprocessing is not None:
+                text_signature.add_text_endpoint(archive, model, preprocessing)
         archive.write_out(str(tmp), verbose=False)
-        if warmup_examples is not None:
-            write_warmup(tmp, model_name or base.name, warmup_examples)
+        if warmup_examples is not None or warmup_by_signature:
+            write_warmup(tmp, model_name or base.name, warmup_examples, warmup_by_signature)
         os.rename(tmp, final)
     finally:
         if tmp.exists():

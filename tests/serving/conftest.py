@@ -196,3 +196,143 @@ def server(served_copy, tmp_path_factory):
         yield proc
     finally:
         stop_server(proc.process)
+
+
+# Tiny model directories of every task but classification, exported with `serving.export`.
+#
+# Today each task trains with its own script; once every task runs on the driver, set
+# TRAIN_MODULE = "training.train" (the one line to change: configs and --set values stay).
+TRAIN_MODULE = None  # None: each task's own `training.train_<task>` script (TASK_TRAINING)
+AVMNIST_TINY = [
+    "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
+    "model.image_encoder.filters=[4]", "model.audio_encoder.filters=[4]",
+]
+TASK_TRAINING = {  # task -> (its script, config, --set values, the script's extra flags)
+    "retrieval": ("training.train_retrieval", "training/configs/avmnist/dual_encoder.yaml",
+                  AVMNIST_TINY + ["cross_modal.embedding_dim=8"], []),
+    "shared_autoencoder": (
+        "training.train_shared_autoencoder", "training/configs/avmnist/shared_autoencoder.yaml",
+        AVMNIST_TINY + ["cross_modal.code_dim=8", "cross_modal.autoencoder_normalize_batches=2"],
+        []),
+    "invariance": (
+        "training.train_invariance", "training/configs/avmnist/modality_invariance.yaml",
+        AVMNIST_TINY + ["cross_modal.embedding_dim=6", "cross_modal.discriminator_units=[8]",
+                        "cross_modal.probe_mlp_epochs=1"], ["--no-baseline"]),
+    "av_sync": ("training.train_av_sync", "training/configs/av_sync/av_sync.yaml", [
+        "trainer.epochs=1", "trainer.steps_per_epoch=1", "trainer.verbose=0",
+        "data.batch_size=4", "av_sync.max_offset=2", "av_sync.video_filters=[2]",
+        "av_sync.frame_units=4", "av_sync.audio_filters=[4]", "av_sync.embedding_dim=4",
+        "av_sync.num_mel_bins=8"], []),
+    "captioning": ("training.train_captioning", "training/configs/openmoji/captioning.yaml", [
+        "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
+        "data.image_shape=[16,16,3]", "model.image_encoder.type=cnn",
+        "model.image_encoder.filters=[8]", "model.image_encoder.embedding_dim=16",
+        "captioning.hidden_dim=16", "captioning.num_layers=1", "captioning.num_heads=2",
+        "captioning.intermediate_dim=32", "captioning.min_count=1", "captioning.max_words=6",
+        "captioning.beam_width=2", "captioning.samples=5", "captioning.constant_candidates=20"],
+        []),
+    # Image <-> text retrieval on OpenMoji: a text tower (`vocab.txt` tokenizer) for the
+    # raw-string `embed_text_strings` signature.
+    "retrieval_text": ("training.train_retrieval", "training/configs/openmoji/dual_encoder.yaml", [
+        "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
+        "data.image_shape=[16,16,3]", "model.image_encoder.filters=[8]",
+        "model.image_encoder.embedding_dim=16", "model.text_encoder.units=8",
+        "model.text_encoder.embedding_dim=16", "cross_modal.embedding_dim=8"], []),
+}
+SERVED_TASKS = ("retrieval", "shared_autoencoder", "invariance", "av_sync", "captioning")
+
+
+def train_task_model_dir(task, model_dir, data_dir):
+    """Trains a tiny model directory of `task` (a key of `TASK_TRAINING`) on `data_dir` (in
+    process); returns its path."""
+    import importlib
+
+    module, config, sets, flags = TASK_TRAINING[task]
+    if TRAIN_MODULE is not None:
+        module, flags = TRAIN_MODULE, []
+    argv = ["--config", os.path.join(REPO_ROOT, config), "--model-dir", str(model_dir), *flags]
+    argv += [a for s in [*sets, f"data.data_dir={data_dir}"] for a in ("--set", s)]
+    assert importlib.import_module(module).main(argv) == 0, f"{module} {argv}"
+    model_file = pathlib.Path(model_dir) / "model.keras"
+    if not model_file.is_file():  # train_invariance writes model_<run>.keras (the seam: model.keras)
+        (run,) = [p for p in pathlib.Path(model_dir).glob("model_*.keras")]
+        shutil.copyfile(run, model_file)
+    return pathlib.Path(model_dir)
+
+
+@dataclasses.dataclass
+class TaskExport:
+    task: str
+    model_dir: pathlib.Path
+    name: str  # the TF Serving model name
+    version_dir: pathlib.Path  # DIR/export/savedmodel/<name>/1
+    report: dict  # DIR/export/parity.json
+
+    def warmup_inputs(self):
+        """`{signature: inputs}` of the warm-up file's batched request per signature (real
+        test rows written by the export)."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        path = self.version_dir / "assets.extra" / "tf_serving_warmup_requests"
+        result = {}
+        for record in tf.data.TFRecordDataset(str(path)):
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            request = log.predict_log.request
+            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            previous = result.get(request.model_spec.signature_name)
+            if previous is None or len(next(iter(inputs.values()))) > len(
+                    next(iter(previous.values()))):
+                result[request.model_spec.signature_name] = inputs
+        return result
+
+    def expected(self, signature, inputs):
+        return RealExport.expected(self, signature, inputs)
+
+
+@pytest.fixture(scope="session")
+def task_data_dirs(avmnist_small, data_root):
+    """`{task: function returning its prepared dataset}` (prepared on first use)."""
+
+    def av_sync_data():
+        from mmkeras.datasets import av_sync
+
+        return av_sync.prepare(data_root=data_root, verbose=False, train=12, validation=4,
+                               test=6, seed=0, visual="hold", jitter_frames=0.5)
+
+    def openmoji_data():
+        pytest.importorskip("cairosvg")
+        from mmkeras.datasets import openmoji
+
+        return openmoji.prepare(size=16, per_class=10, data_root=data_root, verbose=False)
+
+    avmnist = lambda: avmnist_small  # noqa: E731
+    return {"retrieval": avmnist, "shared_autoencoder": avmnist, "invariance": avmnist,
+            "av_sync": av_sync_data, "captioning": openmoji_data, "retrieval_text": openmoji_data}
+
+
+@pytest.fixture(scope="session")
+def task_export(task_data_dirs, tmp_path_factory):
+    """`get(task)`: a tiny trained model directory of `task`, exported by `python -m
+    serving.export --format savedmodel --format tflite` (its `main`, in process), built once
+    per session."""
+    import json
+
+    from serving import export
+
+    cache = {}
+
+    def get(task):
+        if task not in cache:
+            model_dir = train_task_model_dir(
+                task, tmp_path_factory.mktemp(f"task_{task}") / task, task_data_dirs[task]())
+            code = export.main(["--model-dir", str(model_dir), "--format", "savedmodel",
+                                "--format", "tflite"])
+            report = json.loads((model_dir / "export" / "parity.json").read_text())
+            assert code == 0, json.dumps(report, indent=1)[-4000:]
+            name = report["model_name"]
+            version_dir = model_dir / "export" / "savedmodel" / name / "1"
+            cache[task] = TaskExport(task, model_dir, name, version_dir, report)
+        return cache[task]
+
+    return get
