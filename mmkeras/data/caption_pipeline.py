@@ -16,7 +16,8 @@ def caption_dataset(paths, inputs, targets, data_config, training=False):
     shape = tuple(data_config.image_shape)
 
     def decode(path, tokens, target):
-        return {"image": decode_image(path, tf.constant(1.0), shape), CAPTION_TOKENS: tokens}, target
+        image = decode_image(path, tf.constant(1.0), shape)
+        return {"image": image, CAPTION_TOKENS: tokens}, target
 
     ds = tf.data.Dataset.from_tensor_slices((paths, inputs, targets))
     options = tf.data.Options()

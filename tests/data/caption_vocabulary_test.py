@@ -7,7 +7,8 @@ from mmkeras.data import caption_vocabulary as cv
 
 def test_tokenize_vocabulary_and_encoding():
     assert cv.tokenize("flag: St. Lucia") == ["flag", ":", "st", ".", "lucia"]
-    assert cv.tokenize("Woman’s hat, T-shirt") == ["woman", "’", "s", "hat", ",", "t", "-", "shirt"]
+    assert cv.tokenize("Woman’s hat, T-shirt") == [
+        "woman", "’", "s", "hat", ",", "t", "-", "shirt"]
     vocab = cv.build_vocabulary(["flag: Peru", "flag: Chad", "red heart"], min_count=2)
     assert vocab == ["<pad>", "<unk>", "<start>", "<end>", ":", "flag"]
     inputs, targets = cv.encode_captions(["flag: Peru", "a b c d"], vocab, max_words=3)

@@ -41,7 +41,8 @@ def test_baselines_find_the_offset_of_a_shifted_onset_track():
     rng = np.random.default_rng(0)
     on = np.zeros(steps, bool)
     on[[2, 3, 6]] = True
-    frames = np.where(on[None, :, None, None], 200, 10).astype(np.uint8) * np.ones((1, 1, 4, 4), np.uint8)
+    frames = np.broadcast_to(
+        np.where(on, 200, 10).astype(np.uint8)[None, :, None, None], (1, steps, 4, 4))
     shift = 1  # the audio of video frame t sits at window step t + s + shift
     energy = np.full(steps + 2 * s, 0.01)
     energy[np.flatnonzero(on) + s + shift] = 1.0

@@ -60,7 +60,8 @@ def test_av_sync_task_with_two_replicas_and_resume(data_root, tmp_path):
         assert set(report[baseline]) == {"offset", "sync"}, baseline
         assert report[baseline]["offset"]["evaluations"] == 30
         assert 0.0 <= report[baseline]["sync"]["auc"] <= 1.0
-    assert report["dataset"]["checksum"] == json.loads((dataset / "dataset.json").read_text())["checksum"]
+    meta = json.loads((dataset / "dataset.json").read_text())
+    assert report["dataset"]["checksum"] == meta["checksum"]
     assert (report["dataset"]["visual"], report["dataset"]["jitter_frames"]) == ("hold", 0.5)
     assert report["data_problems"]["test"] == {"rows": 6, "skipped": 0}
     assert report["fit_cpu_seconds"] > 0
