@@ -291,6 +291,18 @@ class AVSyncTask(Task):
             print(line)
         return result
 
+    def plots(self, report, model_dir, config):
+        """The learning curves again with the offset accuracy in the accuracy panel (the
+        driver's panel reads `accuracy`, which a two-output model does not log)."""
+        model_dir = pathlib.Path(model_dir)
+        history = report_lib.read_history(model_dir / "history.csv")
+        for prefix in ("", "val_"):
+            key = f"{prefix}{OFFSET_LOGITS}_accuracy"
+            if key in history:
+                history[f"{prefix}accuracy"] = history[key]
+        report_lib.plot_learning_curves(history, model_dir / "learning_curves.png",
+                                        f"{config.name} (accuracy: of the offset)")
+
     def summary_lines(self, report):
         o, y = report["offset"], report["sync"]
         return [f"offset exact {o['exact_accuracy']:.4f} (chance {o['chance_exact']:.4f}), "
