@@ -16,7 +16,7 @@ from mmkeras.configs.experiment_config import load_config
 
 @dataclasses.dataclass
 class AVSyncConfig:
-    """The dataset recipe, the candidate offsets and the model of `train_av_sync`.
+    """The dataset recipe, the candidate offsets and the model of the `av_sync` task.
 
     Attributes:
         train_examples: examples of the train split (`mmkeras.datasets.av_sync`).

@@ -1,5 +1,7 @@
 """The trainable tasks. Importing this package registers every task (one import per task)."""
 
+from training.tasks import av_sync  # noqa: F401
+from training.tasks import captioning  # noqa: F401
 from training.tasks import classification  # noqa: F401
 from training.tasks import retrieval  # noqa: F401
 from training.tasks.base import Task
