@@ -43,6 +43,8 @@ from training import report as report_lib
 from training import runtime
 from training.callbacks import BestModelCheckpoint
 from training.callbacks import HParamsLogger
+from training.losses import classification_compile_args
+from training.losses import classification_loss
 from training.optimizers import make_optimizer
 from training.training_run import TrainingRun
 from training.training_run import announce
@@ -91,21 +93,17 @@ def _sync_non_trainable(strategy, model):
     sync()
 
 
-def _build(config, strategy):
+def _build(config, strategy, steps_per_epoch=None):
     """Model, optimizer (loss-scaled under mixed_float16), epoch counter and checkpoint."""
 
     with strategy.scope():
         model = build_classifier(config.model, config.data)
-        optimizer = make_optimizer(config.trainer, strategy.num_replicas_in_sync)
+        optimizer = make_optimizer(config.trainer, strategy.num_replicas_in_sync, steps_per_epoch)
         if keras.mixed_precision.global_policy().name == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         # Compiled (never fit) so that saved models carry the same compile config as fit's.
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        )
+        model.compile(optimizer=optimizer, **classification_compile_args(config.trainer))
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
     return model, optimizer, epoch, checkpoint
@@ -113,7 +111,7 @@ def _build(config, strategy):
 
 def _step_functions(config, strategy, model, optimizer, global_batch):
     """`train_step(iterator)` and `eval_step(x, y)`: global sums of (loss, correct, examples)."""
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    loss_fn = classification_loss(config.trainer, reduction=None)
 
     def sums(y, probabilities, per_example):
         y = tf.cast(tf.reshape(y, [-1]), tf.int64)
@@ -192,7 +190,7 @@ def train_loop(config, model_dir, strategy, data, hparams=None):
     val_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.dataset("validation", config.data, input_context=ctx)
     )
-    model, optimizer, epoch, checkpoint = _build(config, strategy)
+    model, optimizer, epoch, checkpoint = _build(config, strategy, steps_per_epoch)
     train_step, eval_step = _step_functions(config, strategy, model, optimizer, global_batch)
 
     # Resume: everyone waits until the chief has prepared DIR, then restores the same epoch.

@@ -58,7 +58,9 @@ from training.callbacks import BestModelCheckpoint
 from training.callbacks import HParamsLogger
 from training.callbacks import WallClock
 from training.monitoring import make_monitor
+from training.losses import classification_compile_args
 from training.optimizers import make_optimizer
+from training.optimizers import steps_per_epoch
 from training.training_run import TrainingRun
 from training.training_run import announce
 from training.training_run import monitor_mode
@@ -230,16 +232,14 @@ def fit(config, model_dir, strategy, data):
         fit_train_ds, fit_val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
         losses = multitask.compile_args(config.model)
     else:
-        losses = dict(
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        )
+        losses = classification_compile_args(config.trainer)
 
     jit_compile = runtime.resolve_jit_compile(config.runtime, strategy)
     with strategy.scope():
         model = build_classifier(config.model, config.data)
         model.compile(
-            optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync),
+            optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync, steps_per_epoch(
+                config.trainer, data.size("train"), config.data.batch_size)),
             jit_compile=jit_compile,
             **losses,
         )
@@ -313,8 +313,7 @@ def save_model_of_record(model_dir, model):
         if full.optimizer is not None:  # compiled like a single-task model of record
             best.compile(
                 optimizer=keras.optimizers.deserialize(keras.optimizers.serialize(full.optimizer)),
-                loss=keras.losses.SparseCategoricalCrossentropy(),
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                **classification_compile_args(),  # (multi-task heads: no label smoothing)
             )
             best.optimizer.build(best.trainable_variables)  # (fresh state: loads silently)
     _save_atomic(best, model_dir / "model.keras")
