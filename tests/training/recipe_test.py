@@ -146,3 +146,26 @@ def test_custom_loop_uses_the_same_recipe(avmnist_small, tmp_path):
     onehot = np.eye(k)[np.asarray(y).reshape(-1)] * (1 - s) + s / k
     by_hand = -(onehot * np.log(np.clip(np.asarray(p), 1e-7, 1.0))).sum(-1)
     np.testing.assert_allclose(np.asarray(loop_loss), by_hand, rtol=1e-4, atol=1e-5)
+
+
+def test_early_stopping_keeps_the_best_epoch(avmnist_small, tmp_path):
+    """`trainer.early_stopping_patience` stops on the monitored validation metric, and the
+    model of record is the best epoch's (the best checkpoint), not the last one's."""
+    from training import report as report_lib
+    from training.trainer import train
+
+    config = load_config(EARLY, TINY + [
+        "trainer.epochs=4", "trainer.early_stopping_patience=1", "trainer.learning_rate=0.01",
+        f"data.data_dir={avmnist_small}"])
+    report = train(config, tmp_path / "run")
+    history = report_lib.read_history(tmp_path / "run" / "history.csv")
+    epochs = len(history["val_accuracy"])
+    best_epoch = int(np.argmax(history["val_accuracy"])) + 1  # the first of equal values
+    # Keras's EarlyStopping: it stops `patience` epochs after the last improvement.
+    assert epochs == min(4, best_epoch + 1)
+    assert report["best_validation"]["epoch"] == best_epoch
+    assert report["best_validation"]["value"] == pytest.approx(max(history["val_accuracy"]))
+    best = keras.saving.load_model(tmp_path / "run" / "checkpoints" / "best.keras")
+    record = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    for a, b in zip(best.get_weights(), record.get_weights()):
+        np.testing.assert_array_equal(a, b)
