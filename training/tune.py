@@ -431,7 +431,8 @@ class Search:
             trials.append(entry)
         done = [t for t in trials if t["status"] == "COMPLETED" and t["objective"] is not None]
         sign = 1 if direction(self.tuning.objective) == "max" else -1
-        best = max(done, key=lambda t: sign * t["objective"]) if done else None
+        # Ties go to the trial trained longer (Hyperband's continuation of an equal trial).
+        best = max(done, key=lambda t: (sign * t["objective"], t["epochs"])) if done else None
         summary = {
             "experiment": self.base.name,
             "config": str(self.config_path),
