@@ -19,10 +19,13 @@ the objective (a history key; its best epoch counts) and the space, dotted confi
         model.fusion.args.units: {type: int, min: 32, max: 128, step: 32,
                                   when: {model.fusion.type: [gated]}}
 
-Every trial is an ordinary training run (`training.trainer.train`) with the trial's values as
-config overrides, in its own model directory, so it has everything a training has (TensorBoard
-with HParams, the best checkpoint, early stopping, resume):
+Every trial is an ordinary training run with the trial's values as config overrides, in its own
+model directory: `python -m training.train --config DIR/trials/<id>.yaml --model-dir
+DIR/trials/<id>` (i.e. `training.trainer.train(config, trial_dir)`) in a child process, so each
+trial starts with clean devices, seeds and memory, and has everything a training has
+(TensorBoard with HParams, the best checkpoint, early stopping, resume after a kill):
 
+    DIR/trials/<id>.yaml   the trial's resolved config
     DIR/trials/<id>/       the trial's model directory (config.yaml, model.keras, logs/, ...);
                            logs/tuning/ holds the trial's values and objective for
                            TensorBoard's HParams dashboard: `tensorboard --logdir DIR/trials`
@@ -35,8 +38,8 @@ with HParams, the best checkpoint, early stopping, resume):
 Re-running the same command continues the search: KerasTuner reloads its oracle, finished trials
 are not run again, and a trial that was interrupted (killed, Ctrl-C, time limit) resumes from
 its last completed epoch (its own `backup/`). The time limit counts every run of the search
-together; when it is spent, a running trial stops after its current training step and the
-command writes `tuning.json` / `best.yaml` from the trials that finished (raise
+together; when it is spent, a running trial's process is killed (its `backup/` holds its last
+completed epoch) and the command writes `tuning.json` / `best.yaml` from the trials that finished (raise
 `tuning.time_limit_s` and re-run to go on). `hyperband` trains each trial for its round's
 epochs (`trainer.epochs` is replaced); a trial that continues an earlier one starts from a copy
 of that trial's directory, i.e. from its last epoch.
@@ -45,9 +48,10 @@ of that trial's directory, i.e. from its last epoch.
 import copy
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
-import signal
+import subprocess
 import sys
 import threading
 import time
@@ -58,6 +62,7 @@ from mmkeras import errors
 from mmkeras.configs import ConfigError
 from mmkeras.configs import load_config
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 TUNER_DIR = "keras_tuner"
 TRIALS_DIR = "trials"
 CLOCK_FILE = "search_clock.json"
@@ -221,8 +226,8 @@ def _make_tuner_class():
     import keras_tuner
 
     class FatalTimeLimit(SearchTimeLimit, keras_tuner.errors.FatalError):
-        """Raised inside a trial; KerasTuner lets a FatalError through, leaving the trial
-        running in its oracle state (resumed by the next run)."""
+        """Raised when the time limit stops a trial; KerasTuner lets a FatalError through,
+        leaving the trial running in its oracle state (resumed by the next run)."""
 
     class ConfigTuner(keras_tuner.Tuner):
         """A KerasTuner `Tuner` whose trials are `training.trainer.train` runs of the experiment
@@ -254,28 +259,15 @@ def _make_tuner_class():
                                 ignore=shutil.ignore_patterns("report.json", "wall_time.json",
                                                               ".tmp-*"))
             fresh = search.differs(trial_dir, config)
-            left = search.time_left()
-            handler = signal.getsignal(signal.SIGALRM)
-
-            def stop(signum, frame):
+            print(f"[tune] trial {trial.trial_id}: {json.dumps(trial_values(hp))}"
+                  + (f", {epochs} epochs" if epochs else ""), flush=True)
+            code = search.run_training(trial.trial_id, config, fresh)
+            if code == "time limit":
                 raise FatalTimeLimit()
-
-            if left is not None:
-                signal.signal(signal.SIGALRM, stop)
-                signal.setitimer(signal.ITIMER_REAL, max(left, 0.01))
-            try:
-                import keras
-
-                from training.trainer import train
-
-                keras.backend.clear_session()
-                print(f"[tune] trial {trial.trial_id}: {json.dumps(trial_values(hp))}"
-                      + (f", {epochs} epochs" if epochs else ""), flush=True)
-                train(config, trial_dir, fresh=fresh)
-            finally:
-                if left is not None:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-                    signal.signal(signal.SIGALRM, handler)
+            if code != 0:
+                raise keras_tuner.errors.FailedTrialError(
+                    f"trial {trial.trial_id}: the training exited with status {code} "
+                    f"(its output is above; directory {trial_dir})")
             result = search.trial_result(trial.trial_id)
             search.write_hparams(trial.trial_id, trial_values(hp), result)
             if result["objective"] is None:
@@ -344,6 +336,36 @@ class Search:
             if check is not None:
                 raise ConfigError(f"'tuning.space': {e}") from None
             raise
+
+    def run_training(self, trial_id, config, fresh):
+        """Trains the trial's config into its directory with `python -m training.train` (which
+        calls `training.trainer.train(config, trial_dir)`) in a child process, so that devices,
+        seeds and memory start clean for every trial and the time limit can stop a trial at
+        any point: the child is killed, and its `backup/` (written to survive a kill) resumes
+        it next time. Returns the exit status, or `"time limit"`."""
+        from mmkeras.configs import save_config
+
+        trial_dir = self.trial_dir(trial_id)
+        config_path = self.model_dir / TRIALS_DIR / f"{trial_id}.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        save_config(config, config_path)
+        command = [sys.executable, "-m", "training.train", "--config", str(config_path),
+                   "--model-dir", str(trial_dir)] + (["--fresh"] if fresh else [])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        child = subprocess.Popen(command, cwd=str(REPO), env=env)
+        try:
+            child.wait(timeout=None if self.time_left() is None else max(self.time_left(), 0.01))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            return "time limit"
+        except BaseException:  # Ctrl-C: the child got it too; do not leave it behind
+            child.kill()
+            child.wait()
+            raise
+        return child.returncode
 
     @staticmethod
     def differs(trial_dir, config):

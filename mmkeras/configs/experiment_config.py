@@ -426,8 +426,8 @@ class TuningConfig:
         algorithm: `random`, `bayesian` or `hyperband` (KerasTuner's oracles).
         max_trials: trials to run in all (a resumed search counts the earlier ones).
         time_limit_s: wall-clock budget of the search in seconds, summed over every run of it
-            (None: no limit). A trial still running when it is spent is stopped after its
-            current training step; re-running the command with a larger limit resumes it.
+            (None: no limit). A trial still running when it is spent is killed (its backup
+            keeps its last completed epoch); re-running with a larger limit resumes it.
         objective: the history key to optimise (`val_accuracy`, `val_loss`, ...); a trial's
             value is its best epoch's; the direction follows the name (`loss` -> min).
         max_epochs: `hyperband`: the most epochs a trial trains (default `trainer.epochs`).
