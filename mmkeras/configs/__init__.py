@@ -11,6 +11,7 @@ from mmkeras.configs.experiment_config import TabularEncoderConfig
 from mmkeras.configs.experiment_config import TextEncoderConfig
 from mmkeras.configs.experiment_config import TimeSeriesEncoderConfig
 from mmkeras.configs.experiment_config import TrainerConfig
+from mmkeras.configs.experiment_config import TuningConfig
 from mmkeras.configs.experiment_config import VideoEncoderConfig
 from mmkeras.configs.experiment_config import parse_override
 from mmkeras.configs.experiment_config import save_config

@@ -385,7 +385,31 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class TrainerConfig:
-    """Optimisation and checkpointing."""
+    """Optimisation and checkpointing (`training/optimizers.py`, `training/losses.py`).
+
+    The model of record (`model.keras`) is always the best epoch by `monitor` (the best
+    checkpoint), so early stopping with the best weights restored is
+    `early_stopping_patience: N`: training stops after N epochs without improvement and the
+    best epoch's model is what is saved, evaluated and exported.
+
+    Attributes:
+        optimizer: `adam`, `adamw` or `sgd` (momentum `momentum`).
+        weight_decay: decoupled weight decay (`variable -= lr * weight_decay * variable`,
+            Keras 3's rule for every optimizer). None: the optimizer's own default (AdamW
+            0.004, Adam and SGD none), the behaviour before the option existed.
+        momentum: SGD momentum.
+        lr_schedule: `constant` or `cosine` (cosine decay to `learning_rate * min_lr_ratio`
+            over the steps after the warm-up).
+        warmup_epochs: linear warm-up from 0 to `learning_rate` over this many epochs
+            (fractions allowed); `warmup_steps` (if set) counts optimizer steps instead.
+        min_lr_ratio: the cosine schedule's final learning rate, as a fraction of
+            `learning_rate`.
+        clipnorm: clip each weight's gradient to this norm (None: off).
+        global_clipnorm: clip all gradients together to this global norm (None: off; not
+            with `clipnorm`).
+        label_smoothing: the main head's cross-entropy against `(1 - s) * one_hot + s / K`
+            (K classes); 0 = plain sparse cross-entropy.
+    """
 
     epochs: int = 10
     learning_rate: float = 1e-3
@@ -399,6 +423,46 @@ class TrainerConfig:
     # TensorBoard monitoring (training/monitoring.py) every N epochs; 0 = off.
     monitor_every: int = 0
     monitor_examples: int = 256
+    weight_decay: typing.Optional[float] = None
+    momentum: float = 0.9
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    warmup_steps: typing.Optional[int] = None
+    min_lr_ratio: float = 0.0
+    clipnorm: typing.Optional[float] = None
+    global_clipnorm: typing.Optional[float] = None
+    label_smoothing: float = 0.0
+
+
+@dataclasses.dataclass
+class TuningConfig:
+    """A hyperparameter search (`python -m training.tune`, `training/tune.py`).
+
+    Attributes:
+        algorithm: `random`, `bayesian` or `hyperband` (KerasTuner's oracles).
+        max_trials: trials to run in all (a resumed search counts the earlier ones).
+        time_limit_s: wall-clock budget of the search in seconds, summed over every run of it
+            (None: no limit). A trial still running when it is spent is killed (its backup
+            keeps its last completed epoch); re-running with a larger limit resumes it.
+        objective: the history key to optimise (`val_accuracy`, `val_loss`, ...); a trial's
+            value is its best epoch's; the direction follows the name (`loss` -> min).
+        max_epochs: `hyperband`: the most epochs a trial trains (default `trainer.epochs`).
+        hyperband_factor: `hyperband`: the reduction factor between rounds.
+        seed: the oracle's random seed.
+        space: dotted config key -> its range: `{type: float, min, max, log}`,
+            `{type: int, min, max, step, log}` or `{type: choice, values: [...]}`; an optional
+            `when: {other.key: [values]}` makes the key active only for those values of
+            another key in the space (e.g. fusion arguments of one fusion type).
+    """
+
+    algorithm: str = "random"
+    max_trials: int = 10
+    time_limit_s: typing.Optional[float] = None
+    objective: str = "val_accuracy"
+    max_epochs: typing.Optional[int] = None
+    hyperband_factor: int = 3
+    seed: int = 0
+    space: typing.Dict[str, typing.Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -446,6 +510,7 @@ class ExperimentConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    tuning: TuningConfig = dataclasses.field(default_factory=TuningConfig)
 
 
 def _is_dataclass_type(tp):
@@ -585,6 +650,8 @@ def _check_tasks_and_sources(config):
 BAD_INPUT_POLICIES = ("error", "skip", "mask")
 BAD_INPUT_KEYS = ("default", "label", "split")  # besides the modalities
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
+TUNING_ALGORITHMS = ("random", "bayesian", "hyperband")
 DISTRIBUTIONS = ("mirrored", "multi_worker", "default")
 MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
 IMAGE_ENCODER_TYPES = ("cnn", "resnet", "application", "keras_hub")
@@ -607,6 +674,8 @@ CHOICES = {
     "task": ("classification", "retrieval", "invariance", "shared_autoencoder", "av_sync",
              "captioning"),  # mmkeras.configs.tasks.TASKS
     "trainer.optimizer": OPTIMIZERS,
+    "trainer.lr_schedule": LR_SCHEDULES,
+    "tuning.algorithm": TUNING_ALGORITHMS,
     "runtime.distribution": DISTRIBUTIONS,
     "runtime.mixed_precision": MIXED_PRECISION,
     "model.image_encoder.type": IMAGE_ENCODER_TYPES,
@@ -623,7 +692,12 @@ CHOICES = {
 POSITIVE = (
     "data.batch_size", "data.max_examples", "data.max_image_pixels", "data.audio_channels", "trainer.epochs", "trainer.learning_rate",
     "trainer.steps_per_epoch", "runtime.cpu_replicas", "runtime.worker_timeout_s",
+    "trainer.clipnorm", "trainer.global_clipnorm", "trainer.warmup_steps", "tuning.max_trials",
+    "tuning.time_limit_s", "tuning.max_epochs",
 )
+# Keys that must be >= 0, and fractions in [0, 1) (None passes).
+NON_NEGATIVE = ("trainer.weight_decay", "trainer.warmup_epochs", "trainer.momentum")
+FRACTIONS = ("trainer.label_smoothing", "trainer.min_lr_ratio")
 _MISSING = object()
 
 
@@ -643,6 +717,22 @@ def check_values(config):
         value = _get(config, key)
         if value is not _MISSING and value is not None and not value > 0:
             raise ConfigError(f"'{key}' must be > 0, got {value!r}.")
+    for key in NON_NEGATIVE:
+        value = _get(config, key)
+        if value is not _MISSING and value is not None and value < 0:
+            raise ConfigError(f"'{key}' must be >= 0, got {value!r}.")
+    for key in FRACTIONS:
+        value = _get(config, key)
+        if value is not _MISSING and value is not None and not 0 <= value < 1:
+            raise ConfigError(f"'{key}' must be in [0, 1), got {value!r}.")
+    if _get(config, "trainer.clipnorm") not in (_MISSING, None) and _get(
+            config, "trainer.global_clipnorm") not in (_MISSING, None):
+        raise ConfigError("Set one of 'trainer.clipnorm' and 'trainer.global_clipnorm', not both.")
+    if _get(config, "trainer.label_smoothing") and _get(config, "model.tasks"):
+        raise ConfigError(
+            "'trainer.label_smoothing' applies to a single-task classifier; with 'model.tasks' "
+            "every head uses plain cross-entropy: set it to 0."
+        )
     for key, allowed in CHOICES.items():
         value = _get(config, key)
         if value is _MISSING:

@@ -37,7 +37,6 @@ from mmkeras.metrics import av_sync as av_sync_metrics
 from mmkeras.models.av_sync_model import AVSyncModel
 from training import report as report_lib
 from training import runtime
-from training.optimizers import make_optimizer
 from training.tasks.base import Task
 from training.tasks.registry import register
 
@@ -215,7 +214,7 @@ class AVSyncTask(Task):
     def build_model(self, config, data, strategy):
         model = build_av_sync_model(config, data.recipe)
         model.compile(
-            optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync),
+            optimizer=self.optimizer(config, data, strategy),
             loss={OFFSET_LOGITS: keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
             metrics={
                 OFFSET_LOGITS: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],

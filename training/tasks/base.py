@@ -26,9 +26,25 @@ import pathlib
 import keras
 
 from mmkeras import model_dir as model_dir_lib
+from training.optimizers import make_optimizer
+from training.optimizers import steps_per_epoch
 from training.training_data import dataset_summary
 from training.training_data import load_data
 from training.training_run import monitor_mode
+
+
+def recipe_hparams(config):
+    """The training recipe's HParams (`trainer.*`), shared by every task."""
+    t = config.trainer
+    return {
+        "trainer.optimizer": t.optimizer,
+        "trainer.learning_rate": t.learning_rate,
+        "trainer.weight_decay": -1.0 if t.weight_decay is None else t.weight_decay,
+        "trainer.lr_schedule": t.lr_schedule,
+        "trainer.label_smoothing": t.label_smoothing,
+        "trainer.epochs": t.epochs,
+        "data.batch_size": config.data.batch_size,
+    }
 
 
 class Task:
@@ -52,6 +68,13 @@ class Task:
         """`(train_ds, val_ds)`: what `model.fit` reads."""
         return (data.dataset("train", config.data, training=True),
                 data.dataset("validation", config.data))
+
+    def optimizer(self, config, data, strategy):
+        """The configured optimizer (`trainer.*`), with the steps per epoch that schedules
+        counted in epochs (`lr_schedule: cosine`, `warmup_epochs`) need."""
+        steps = steps_per_epoch(config.trainer, self.data_size(data, "train"),
+                                config.data.batch_size)
+        return make_optimizer(config.trainer, strategy.num_replicas_in_sync, steps)
 
     def build_model(self, config, data, strategy):
         """The compiled model (called inside `strategy.scope()`)."""
@@ -78,9 +101,7 @@ class Task:
         return {
             "task": config.task,
             "model.modalities": ",".join(sorted(config.model.modalities)),
-            "trainer.learning_rate": config.trainer.learning_rate,
-            "trainer.epochs": config.trainer.epochs,
-            "data.batch_size": config.data.batch_size,
+            **recipe_hparams(config),
             "runtime.cpu_replicas": config.runtime.cpu_replicas,
         }
 

@@ -46,7 +46,6 @@ from mmkeras.models.captioner import beam_search_decode
 from mmkeras.models.captioner import greedy_decode
 from training import report as report_lib
 from training import runtime
-from training.optimizers import make_optimizer
 from training.tasks.base import Task
 from training.tasks.registry import register
 
@@ -283,7 +282,7 @@ class CaptioningTask(Task):
             name=config.model.name,
         )
         model.compile(
-            optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync),
+            optimizer=self.optimizer(config, data, strategy),
             loss=keras.losses.SparseCategoricalCrossentropy(
                 from_logits=True, ignore_class=vocab_lib.PAD),
             jit_compile=runtime.resolve_jit_compile(config.runtime, strategy),

@@ -14,9 +14,11 @@ from mmkeras.models import multitask
 from mmkeras.models import transfer
 from training import report as report_lib
 from training import runtime
+from training.losses import classification_compile_args
+from training.losses import classification_loss
 from training.monitoring import make_monitor
-from training.optimizers import make_optimizer
 from training.tasks.base import Task
+from training.tasks.base import recipe_hparams
 from training.tasks.registry import register
 
 
@@ -66,14 +68,6 @@ class OnModel(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.callback.on_train_end(logs)
-
-
-def single_task_compile_args():
-    """Loss and metrics of the single-head classifier."""
-    return dict(
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
 
 
 def task_metrics(model, dataset, model_config):
@@ -130,9 +124,11 @@ class ClassificationTask(Task):
     def build_model(self, config, data, strategy):
         model = build_classifier(config.model, config.data)
         losses = (multitask.compile_args(config.model) if config.model.tasks
-                  else single_task_compile_args())
+                  else classification_compile_args(config.trainer))
+        # The custom loop's per-example loss: the same loss (label smoothing included).
+        self._per_example_loss = classification_loss(config.trainer, reduction=None)
         model.compile(
-            optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync),
+            optimizer=self.optimizer(config, data, strategy),
             jit_compile=runtime.resolve_jit_compile(config.runtime, strategy),
             **losses,
         )
@@ -140,7 +136,7 @@ class ClassificationTask(Task):
 
     def replica_step(self, model, x, y, global_batch, training):
         probabilities = tf.cast(model(x, training=training), tf.float32)
-        per_example = keras.losses.sparse_categorical_crossentropy(y, probabilities)
+        per_example = self._per_example_loss(y, probabilities)
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
         if training and model.losses:
             loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
@@ -166,9 +162,7 @@ class ClassificationTask(Task):
         return {
             "model.fusion.type": c.model.fusion.type,
             "model.modalities": ",".join(sorted(c.model.modalities)),
-            "trainer.learning_rate": c.trainer.learning_rate,
-            "trainer.epochs": c.trainer.epochs,
-            "data.batch_size": c.data.batch_size,
+            **recipe_hparams(c),
             "data.variant": c.data.variant,
             "data.snr_db": c.data.snr_db,
             "runtime.cpu_replicas": c.runtime.cpu_replicas,
@@ -203,7 +197,7 @@ class ClassificationTask(Task):
                 best.compile(
                     optimizer=keras.optimizers.deserialize(
                         keras.optimizers.serialize(full.optimizer)),
-                    **single_task_compile_args(),
+                    **classification_compile_args(),  # (multi-task heads: no label smoothing)
                 )
                 best.optimizer.build(best.trainable_variables)  # (fresh state: loads silently)
         with model_dir_lib.atomic_file(model_dir / model_dir_lib.MODEL_FILE) as tmp:

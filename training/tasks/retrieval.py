@@ -29,7 +29,6 @@ from mmkeras.metrics.paired_embeddings import evaluate_embeddings
 from mmkeras.models import build_encoder
 from mmkeras.models.dual_encoder import DualEncoder
 from training import runtime
-from training.optimizers import make_optimizer
 from training.tasks.base import Task
 from training.tasks.registry import register
 
@@ -104,7 +103,7 @@ class RetrievalTask(Task):
             name=config.model.name,
         )
         model.compile(
-            optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync),
+            optimizer=self.optimizer(config, data, strategy),
             loss=make_pair_loss(cross_modal, modalities),
             jit_compile=runtime.resolve_jit_compile(config.runtime, strategy),
         )
