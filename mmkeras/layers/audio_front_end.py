@@ -84,6 +84,9 @@ class SpeechTrimming(keras.layers.Layer):
         window: length of the energy moving average, in samples (~30 ms is usual).
         threshold_db: how far below the loudest point (dB, negative) speech still counts.
         align: `"start"` or `"center"`.
+        output_length: samples of the output (default: the input's). A longer input window
+            than the model needs (e.g. 3 s cut to 1 s) lets speech that sits anywhere in a
+            recording with up to 2 s of silence around it reach the model whole.
 
     Call arguments:
         inputs: float waveforms `(batch, samples)`.
@@ -99,7 +102,8 @@ class SpeechTrimming(keras.layers.Layer):
 
     ALIGNS = ("start", "center")
 
-    def __init__(self, window=256, threshold_db=-30.0, align="start", **kwargs):
+    def __init__(self, window=256, threshold_db=-30.0, align="start", output_length=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if align not in self.ALIGNS:
             raise ValueError(f"SpeechTrimming align must be one of {self.ALIGNS}, got {align!r}.")
@@ -110,6 +114,9 @@ class SpeechTrimming(keras.layers.Layer):
         self.window = int(window)
         self.threshold_db = float(threshold_db)
         self.align = align
+        if output_length is not None and int(output_length) < 1:
+            raise ValueError(f"output_length must be >= 1, got {output_length}.")
+        self.output_length = None if output_length is None else int(output_length)
 
     def call(self, inputs):
         x = ops.cast(inputs, "float32")
@@ -131,16 +138,22 @@ class SpeechTrimming(keras.layers.Layer):
         silent = last < 0  # nothing found: keep the example as it is
         first = ops.where(silent, 0, first)
         span = ops.where(silent, big, last - first + 1)
-        offset = (big - span) // 2 if self.align == "center" else ops.zeros_like(span)
-        source = positions - offset + first
-        inside = ops.logical_and(positions >= offset, positions < offset + span)
+        size = big if self.output_length is None else self.output_length
+        out_positions = ops.arange(size, dtype="int32")[None, :]
+        offset = ops.maximum((size - span) // 2, 0) if self.align == "center" else 0 * span
+        source = out_positions - offset + first
+        inside = ops.logical_and(out_positions >= offset, out_positions < offset + span)
+        inside = ops.logical_and(inside, source < big)
         gathered = ops.take_along_axis(x, ops.clip(source, 0, big - 1), axis=-1)
         return ops.cast(ops.where(inside, gathered, 0.0), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+        if self.output_length is None:
+            return tuple(input_shape)
+        return (*tuple(input_shape)[:-1], self.output_length)
 
     def get_config(self):
         config = super().get_config()
-        config.update(window=self.window, threshold_db=self.threshold_db, align=self.align)
+        config.update(window=self.window, threshold_db=self.threshold_db, align=self.align,
+                      output_length=self.output_length)
         return config
