@@ -11,6 +11,24 @@ from keras import ops
 from mmkeras.api_export import mmkeras_export
 
 
+def _sliding_sum(x, window, length):
+    """`out[:, n] = sum(x[:, n:n + window])` for n < `length` (x has `length + window - 1`
+    columns), by doubling: O(log window) slices and adds, where a stride-1 average pool of a
+    256-sample window over 24,000 samples took seconds per batch. Every position adds the
+    same values in the same order, so a delayed input gives exactly the delayed output."""
+    total, offset, block, size = None, 0, x, 1
+    while window:
+        if window & 1:
+            term = block[:, offset:offset + length]
+            total = term if total is None else total + term
+            offset += size
+        window >>= 1
+        if window:
+            block = block[:, :-size] + block[:, size:]
+            size *= 2
+    return total
+
+
 @mmkeras_export("mmkeras.layers.LoudnessNormalization")
 class LoudnessNormalization(keras.layers.Layer):
     """Scales each waveform to a fixed loudness, so the model never sees the recording gain.
@@ -125,9 +143,7 @@ class SpeechTrimming(keras.layers.Layer):
         # the envelope exactly shift-equivariant: silence added before the clip shifts it.
         left = self.window // 2
         power = ops.pad(ops.square(x), [[0, 0], [left, self.window - 1 - left]])
-        energy = ops.average_pool(
-            power[:, :, None], pool_size=self.window, strides=1, padding="valid"
-        )[:, :, 0]
+        energy = _sliding_sum(power, self.window, length) / float(self.window)
         peak = ops.max(energy, axis=-1, keepdims=True)
         active = energy >= peak * (10.0 ** (self.threshold_db / 10.0))
         active = ops.logical_and(active, peak > 0.0)
