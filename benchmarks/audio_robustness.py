@@ -30,7 +30,8 @@ Perturbations (each on every test recording; `noisy` is the test split as prepar
 prints a table of test accuracy (%) per model, recipe and perturbation, with each
 perturbation's change against `noisy`, writes `robustness.json` and `robustness.png` to
 `--out`, and trains one model at a time (`python -m training.train`, the public entry point)
-into `--out/<model>-<recipe>`, reusing directories that already hold a `report.json`.
+into `--out/<model>-<recipe>`, reusing directories that already hold a `report.json` (and the
+scores in their `robustness.json`). `--epochs` applies to models it trains.
 """
 
 import argparse
@@ -279,7 +280,16 @@ def main(argv=None):
     for model in args.models:
         for recipe in args.recipes:
             model_dir = train(model, recipe, out, args.epochs, args.seed)
-            results[f"{model}/{recipe}"] = evaluate(model_dir, PERTURBATIONS, args.max_test)
+            cached = model_dir / "robustness.json"  # the scores of this trained model
+            scores = json.loads(cached.read_text()) if cached.is_file() else {}
+            if scores.get("max_test") != args.max_test or set(scores.get("accuracy", {})) != set(
+                    PERTURBATIONS):
+                scores = {"max_test": args.max_test,
+                          "accuracy": evaluate(model_dir, PERTURBATIONS, args.max_test)}
+                cached.write_text(json.dumps(scores, indent=2))
+            else:
+                _log(f"reusing the scores in {cached}")
+            results[f"{model}/{recipe}"] = scores["accuracy"]
     print(table(results, PERTURBATIONS))
     summary = {}
     for key, accuracies in results.items():
