@@ -272,6 +272,8 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--recipes", nargs="+", default=["old", "new"], choices=list(RECIPES))
     parser.add_argument("--max-test", type=int, default=None, help="first N test rows only")
+    parser.add_argument("--no-train", action="store_true",
+                        help="score only the models already trained in --out (skip the others)")
     args = parser.parse_args(argv)
 
     out = pathlib.Path(args.out)
@@ -279,6 +281,9 @@ def main(argv=None):
     results = {}
     for model in args.models:
         for recipe in args.recipes:
+            if args.no_train and not (out / f"{model}-{recipe}" / "report.json").is_file():
+                _log(f"--no-train: skipping {model}-{recipe} (not trained in {out})")
+                continue
             model_dir = train(model, recipe, out, args.epochs, args.seed)
             cached = model_dir / "robustness.json"  # the scores of this trained model
             scores = json.loads(cached.read_text()) if cached.is_file() else {}
