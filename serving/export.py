@@ -316,6 +316,7 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         served, stage / "savedmodel", version,
         warmup_examples=examples.warmup_examples(config, preprocessing=preprocessing),
         model_name=config.model.name, preprocessing=text_signature.text_only(preprocessing),
+        wav_rate=config.model.audio_encoder.serve_wav_rate,
     )
     timings = {"savedmodel": round(time.time() - t0, 1)}
     # TFLite and ONNX carry the main head: with --all-heads they are converted from a

@@ -72,14 +72,16 @@ def write_warmup(version_dir, model_name, examples=None, by_signature=None):
 
 
 def export_savedmodel(model, base, version=None, warmup_examples=None, model_name=None,
-                      preprocessing=None, archive=None, warmup_by_signature=None):
+                      preprocessing=None, archive=None, warmup_by_signature=None,
+                      wav_rate="resample"):
     """Writes `<base>/<version>/` (with warm-up requests) atomically; returns its path.
 
     `preprocessing` (a text model's fitted `Preprocessing`) adds the `serve_text` signature,
     which takes raw strings (`serving/text_signature.py`). `archive` (an `ExportArchive`)
     replaces the classification signatures of `build_archive(model)` (the other tasks:
     `serving/tasks/`); `warmup_by_signature` `{signature: inputs}` adds warm-up requests for
-    other signatures than `serving_default`.
+    other signatures than `serving_default`. `wav_rate`: what `serve_raw` / `serve_examples`
+    do with a WAV at another rate (`serving_module.build_archive`).
 
     Everything is written into `<base>/.tmp-<pid>-version-<version>` and renamed at the end;
     on any error the temporary directory is removed and no version appears. (`export` calls
@@ -98,7 +100,7 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
         shutil.rmtree(tmp)
     try:
         if archive is None:
-            archive = build_archive(model)
+            archive = build_archive(model, wav_rate=wav_rate)
             if preprocessing is not None:
                 text_signature.add_text_endpoint(archive, model, preprocessing)
         archive.write_out(str(tmp), verbose=False)

@@ -39,8 +39,14 @@ what TF Serving uses when a request names no signature. TFLite carries it and th
 `serve_<m..>_only` signatures (`tensor_signatures`; `serve_raw` and `serve_examples` need string
 ops), ONNX `serving_default` alone; `serving.export` converts those from an archive of the main
 head alone, so they carry `probabilities` and `class_id` only. The decoders are `mmkeras.data.example_schema`'s, which
-reproduce the training pipeline's decoding exactly with core TensorFlow ops only; WAVs must be
-at the model's sampling rate (no in-graph resampling). `serve_raw` and `serve_examples` exist
+reproduce the training pipeline's decoding exactly with core TensorFlow ops only. WAV sample
+rates (`serve_raw`, `serve_examples`): a WAV at another rate than the model's (read from its
+`MelSpectrogram`, `audio_sample_rate`) is resampled in the graph, band-limited
+(`mmkeras.data.audio_resample`), by default; exported with `wav_rate="reject"`
+(`model.audio_encoder.serve_wav_rate: reject`) it is refused instead: the call fails with an
+InvalidArgumentError naming both rates (HTTP 400 / gRPC INVALID_ARGUMENT from the servers,
+`serving/batching.py`). TFLite has neither signature: its `audio` input takes samples at
+the model's rate (resample before calling it). `serve_raw` and `serve_examples` exist
 for models whose modalities all have an encoded form in the schema (image, audio); other
 models (text, video, tabular, ...) get `serving_default` and the `serve_<m..>_only` ones
 (`supported_signatures`).
@@ -200,11 +206,22 @@ def output_names(model):
     return [name for head in head_names(model) for name in head_output_names(head)]
 
 
-def build_archive(model, signatures=None):
+def audio_sample_rate(model):
+    """The audio rate (Hz) of `model`'s first `keras.layers.MelSpectrogram`, or None."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.MelSpectrogram):
+            return int(layer.sampling_rate)
+    return None
+
+
+def build_archive(model, signatures=None, wav_rate="resample", sample_rate=None):
     """An `ExportArchive` holding `signatures` (default: `supported_signatures(model)`).
 
     `model` returns the main head's probabilities, or (multi-task) a dict of every head's with
     the main head under `probabilities`; each signature returns `output_names(model)`.
+    `wav_rate` (`"resample"` or `"reject"`) is what `serve_raw` / `serve_examples` do with a
+    WAV whose rate is not the model's: `sample_rate`, by default `audio_sample_rate(model)`
+    (None when the model has no spectrogram layer: WAV rates are then not checked).
     """
     supported = supported_signatures(model)
     signatures = supported if signatures is None else tuple(signatures)
@@ -216,6 +233,7 @@ def build_archive(model, signatures=None):
         )
     shapes = modality_shapes(model)
     heads = head_names(model)
+    rate = {"audio_sample_rate": sample_rate or audio_sample_rate(model), "wav_rate": wav_rate}
 
     def serve(inputs):
         outputs = model(inputs, training=False)
@@ -231,10 +249,11 @@ def build_archive(model, signatures=None):
     def serve_raw(inputs):
         encoded = {m: inputs[example_schema.bytes_key(m)] for m in shapes}
         present = {m: inputs[features.presence_key(m)] for m in shapes}
-        return serve(example_schema.decode_batch(encoded, present, shapes))
+        return serve(example_schema.decode_batch(encoded, present, shapes, **rate))
 
     def serve_examples(inputs):
-        return serve(example_schema.parse_examples(inputs[example_schema.SERIALIZED], shapes))
+        return serve(example_schema.parse_examples(
+            inputs[example_schema.SERIALIZED], shapes, **rate))
 
     specs = input_specs(model)
     endpoints = {

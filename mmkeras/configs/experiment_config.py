@@ -166,6 +166,22 @@ class AudioEncoderConfig:
     trim_silence: bool = False
     trim_window: int = 256
     trim_threshold_db: float = -30.0
+    # Samples kept after trimming (None: `data.audio_samples`): with a longer input window
+    # (`data.audio_samples: 24000`, 3 s), speech with up to 2 s of silence around it still
+    # reaches the spectrogram whole, which then stays `trim_length` long.
+    trim_length: typing.Optional[int] = None
+    # Waveform augmentation in training only (mmkeras/layers/audio_augmentation.py; 0 = off):
+    # random gain, uniform in +-`augment_gain_db` dB; time shift up to `augment_shift` s;
+    # silence up to `augment_silence` s added at each end (then centre-cropped); speed
+    # perturbation by up to +-`augment_speed` (0.1: 0.9x-1.1x).
+    augment_gain_db: float = 0.0
+    augment_shift: float = 0.0
+    augment_silence: float = 0.0
+    augment_speed: float = 0.0
+    # What the exported `serve_raw` / `serve_examples` do with a WAV at another rate than
+    # `sample_rate`: `resample` (band-limited, in the graph) or `reject` (HTTP 400 / gRPC
+    # INVALID_ARGUMENT naming both rates).
+    serve_wav_rate: str = "resample"
 
 
 @dataclasses.dataclass

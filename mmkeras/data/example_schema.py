@@ -202,34 +202,61 @@ def decode_image_bytes(encoded, present, shape=(28, 28, 1)):
     return tf.ensure_shape(image, shape)
 
 
-def decode_wav_bytes(encoded, present, num_samples):
+WAV_RATE_MODES = ("resample", "reject")
+
+
+def decode_wav_bytes(encoded, present, num_samples, sample_rate=None, wav_rate="resample"):
     """16-bit WAV (scalar string) -> mono float32 `(num_samples,)`; zeros when not present.
 
     The same values as `mmkeras.data.pipeline.decode_audio` (tensorflow-io, int16 / 32768,
     first channel, `fix_length`): `tf.audio.decode_wav` scales int16 by 2**-15 as well, and
     it is a core op, so a serving graph needs no tensorflow-io kernels.
+
+    Args:
+        sample_rate: the model's rate in Hz; None reads the samples whatever the WAV's rate.
+        wav_rate: what a WAV at another rate gets: `"resample"` (band-limited, in the graph:
+            `mmkeras.data.audio_resample`, before `fix_length`) or `"reject"` (an
+            InvalidArgumentError naming both rates when the graph runs).
     """
     import tensorflow as tf
 
+    from mmkeras.data.audio_resample import resample
     from mmkeras.data.pipeline import fix_length
 
+    if wav_rate not in WAV_RATE_MODES:
+        raise ValueError(f"wav_rate must be one of {WAV_RATE_MODES}, got {wav_rate!r}.")
     num_samples = int(num_samples)
 
     def load():
-        audio, _ = tf.audio.decode_wav(encoded, desired_channels=-1)
-        return fix_length(audio[:, 0], num_samples)
+        audio, rate = tf.audio.decode_wav(encoded, desired_channels=-1)
+        audio = audio[:, 0]
+        if sample_rate is not None:
+            with tf.name_scope("wav_rate"):
+                target = tf.constant(int(sample_rate), tf.int32)
+                if wav_rate == "reject":
+                    check = tf.debugging.Assert(tf.equal(rate, target), [tf.strings.format(
+                        "audio WAV sample rate is {} Hz but the model takes {} Hz: resample "
+                        "the audio to {} Hz (or export with wav_rate=resample)",
+                        [rate, target, target])])
+                    with tf.control_dependencies([check]):
+                        audio = tf.identity(audio)
+                else:
+                    audio = resample(audio, rate, target)
+        return fix_length(audio, num_samples)
 
     audio = tf.cond(present > 0, load, lambda: tf.zeros([num_samples], tf.float32))
     return tf.ensure_shape(audio, [num_samples])
 
 
-def decode_batch(encoded, present, shapes):
+def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="resample"):
     """Decodes a batch of encoded modalities into model inputs.
 
     Args:
         encoded: `{modality: string tensor [batch]}`.
         present: `{modality: float32 tensor [batch]}` (1 present, 0 missing).
         shapes: `{modality: per-example shape}`, e.g. `{"image": (28, 28, 1), "audio": (8000,)}`.
+        audio_sample_rate, wav_rate: the model's audio rate and what a WAV at another rate
+            gets (`decode_wav_bytes`); None: the rate is not checked.
 
     Returns:
         `{modality: float32 [batch, *shape], "<modality>_present": float32 [batch]}`.
@@ -250,7 +277,7 @@ def decode_batch(encoded, present, shapes):
                 return decode_image_bytes(args[0], args[1], shape)
         else:
             def decode(args, shape=shape):
-                return decode_wav_bytes(args[0], args[1], shape[0])
+                return decode_wav_bytes(args[0], args[1], shape[0], audio_sample_rate, wav_rate)
         inputs[m] = tf.map_fn(
             decode,
             (encoded[m], flags),
@@ -260,7 +287,8 @@ def decode_batch(encoded, present, shapes):
     return inputs
 
 
-def parse_examples(serialized, shapes, with_label=False):
+def parse_examples(serialized, shapes, with_label=False, audio_sample_rate=None,
+                   wav_rate="resample"):
     """Serialized Examples `[batch]` -> model inputs (see `decode_batch`) [and `label`]."""
     import tensorflow as tf
 
@@ -271,7 +299,7 @@ def parse_examples(serialized, shapes, with_label=False):
         flag = parsed[features.presence_key(m)]
         inferred = tf.cast(tf.strings.length(parsed[m]) > 0, tf.float32)
         present[m] = tf.where(flag < 0, inferred, flag)
-    inputs = decode_batch(encoded, present, shapes)
+    inputs = decode_batch(encoded, present, shapes, audio_sample_rate, wav_rate)
     if with_label:
         inputs[LABEL] = parsed[LABEL]
     return inputs

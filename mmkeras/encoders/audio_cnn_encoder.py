@@ -4,6 +4,10 @@ import keras
 
 from mmkeras import features
 from mmkeras.encoders.encoder_utils import encoder_outputs
+from mmkeras.layers.audio_augmentation import RandomGain
+from mmkeras.layers.audio_augmentation import RandomSilencePadding
+from mmkeras.layers.audio_augmentation import RandomSpeed
+from mmkeras.layers.audio_augmentation import RandomTimeShift
 from mmkeras.layers.audio_front_end import LoudnessNormalization
 from mmkeras.layers.audio_front_end import SpeechTrimming
 from mmkeras.layers.mfcc import MFCC
@@ -31,6 +35,11 @@ def audio_cnn_encoder(
     trim_silence=False,
     trim_window=256,
     trim_threshold_db=-30.0,
+    trim_length=None,
+    gain_db=None,
+    time_shift=0,
+    silence_padding=0,
+    speed=0.0,
 ):
     """Builds a log-mel + CNN encoder that takes waveforms, so exported models do too.
 
@@ -58,7 +67,14 @@ def audio_cnn_encoder(
         loudness: None, or `"rms"` / `"peak"`: `LoudnessNormalization` of each waveform
             (to RMS 0.1 / peak 0.5) before the spectrogram.
         trim_silence: `SpeechTrimming` before the spectrogram (energy envelope of
-            `trim_window` samples, speech within `trim_threshold_db` of the loudest point).
+            `trim_window` samples, speech within `trim_threshold_db` of the loudest point),
+            whose output keeps `trim_length` samples (None: `num_samples`): a long input
+            window trimmed to the spectrogram's length.
+        gain_db: None, or `(min_db, max_db)`: `RandomGain` in training.
+        time_shift: largest `RandomTimeShift` in training, in samples (0: off).
+        silence_padding: largest `RandomSilencePadding` at each end, in samples (0: off).
+        speed: `RandomSpeed` `max_change` in training (0: off).
+            The augmentations act on the waveform, before the front end, in training only.
 
     Returns:
         A functional `keras.Model` mapping `(batch, num_samples)` to `(batch, embedding_dim)`
@@ -75,8 +91,19 @@ def audio_cnn_encoder(
         raise ValueError(f"features_type must be one of {AUDIO_FEATURES}, got {features_type!r}.")
     inputs = keras.Input(shape=(num_samples,), name=input_name)
     waveform = inputs
+    if speed:
+        waveform = RandomSpeed(speed, name="random_speed")(waveform)
+    if silence_padding:
+        waveform = RandomSilencePadding(silence_padding, name="random_silence")(waveform)
+    if time_shift:
+        waveform = RandomTimeShift(time_shift, name="random_shift")(waveform)
+    if gain_db:
+        waveform = RandomGain(*gain_db, name="random_gain")(waveform)
     if trim_silence:
-        waveform = SpeechTrimming(trim_window, trim_threshold_db, name="trim_silence")(waveform)
+        waveform = SpeechTrimming(trim_window, trim_threshold_db, output_length=trim_length,
+                                  name="trim_silence")(waveform)
+    elif trim_length:
+        raise ValueError("trim_length needs trim_silence.")
     if loudness:
         target = 0.1 if loudness == "rms" else 0.5
         waveform = LoudnessNormalization(target, loudness, name="loudness")(waveform)

@@ -67,7 +67,12 @@ def encoder_from_config(modality, model_config, data_config=None, return_sequenc
             num_mel_bins=c.num_mel_bins, filters=c.filters, embedding_dim=c.embedding_dim,
             dropout=c.dropout, features_type=c.features, num_mfcc=c.num_mfcc,
             spec_augment=spec_augment, loudness=c.loudness, trim_silence=c.trim_silence,
-            trim_window=c.trim_window, trim_threshold_db=c.trim_threshold_db, **seq,
+            trim_window=c.trim_window, trim_threshold_db=c.trim_threshold_db,
+            trim_length=c.trim_length,
+            gain_db=(-c.augment_gain_db, c.augment_gain_db) if c.augment_gain_db else None,
+            time_shift=int(round(c.augment_shift * c.sample_rate)),
+            silence_padding=int(round(c.augment_silence * c.sample_rate)),
+            speed=c.augment_speed, **seq,
         )
     if modality == features.TEXT:
         c = model_config.text_encoder

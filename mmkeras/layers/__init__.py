@@ -19,6 +19,10 @@ from mmkeras.layers.fusion import WeightedSumFusion
 from mmkeras.layers.modality_dropout import ModalityDropout
 from mmkeras.layers.modality_imputation import ModalityImputation
 from mmkeras.layers.attention_pooling import AttentionPooling
+from mmkeras.layers.audio_augmentation import RandomGain
+from mmkeras.layers.audio_augmentation import RandomSilencePadding
+from mmkeras.layers.audio_augmentation import RandomSpeed
+from mmkeras.layers.audio_augmentation import RandomTimeShift
 from mmkeras.layers.audio_front_end import LoudnessNormalization
 from mmkeras.layers.audio_front_end import SpeechTrimming
 from mmkeras.layers.mfcc import MFCC

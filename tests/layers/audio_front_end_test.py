@@ -90,3 +90,23 @@ def test_layers_convert_to_builtin_tflite(tmp_path):
     x = _tone_burst(2100, 2500)[None]
     (out,) = runner(audio=x).values()
     np.testing.assert_allclose(out, np.asarray(model(x)), atol=1e-5)
+
+
+def test_long_window_trimmed_to_one_second_ignores_up_to_1_5_s_of_silence_and_gain(
+        clean_recordings):
+    """The robustness recipe: a 3 s input window trimmed to the speech and cut to 1 s
+    (`output_length`), then loudness-normalised. A real recording with 0 to 1.5 s of silence
+    before it, and -20 to +20 dB of gain, gives the same 1 s output (atol 1e-5)."""
+    window = 24000
+    front = keras.Sequential([SpeechTrimming(window=256, threshold_db=-30.0, output_length=8000),
+                              LoudnessNormalization(target=0.1)])
+    for clip in clean_recordings:
+        x = np.zeros((1, window), "float32")
+        x[0, 200:200 + len(clip)] = clip
+        reference = np.asarray(front(x))
+        assert reference.shape == (1, 8000) and np.abs(reference).max() > 0
+        for gain_db, silence_s in ((-20.0, 0.0), (20.0, 0.5), (0.0, 1.5), (-6.0, 1.5)):
+            start = 200 + int(silence_s * 8000)
+            moved = np.zeros((1, window), "float32")
+            moved[0, start:start + len(clip)] = clip * 10 ** (gain_db / 20)
+            np.testing.assert_allclose(np.asarray(front(moved)), reference, atol=1e-5)
