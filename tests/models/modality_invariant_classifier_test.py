@@ -9,8 +9,6 @@ import pytest
 
 from mmkeras.metrics import ridge_probe
 from mmkeras.models.modality_invariant_classifier import build_modality_invariant_classifier
-from mmkeras.layers.gradient_reversal import AdversarialDiscriminator
-from mmkeras.layers.gradient_reversal import dann_lambda
 from mmkeras.layers.gradient_reversal import domain_confusion_loss
 from mmkeras.models.modality_invariant_classifier import class_key
 from mmkeras.models.modality_invariant_classifier import confusion_key

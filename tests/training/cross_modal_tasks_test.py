@@ -6,7 +6,6 @@ resumed to the configured epochs with both optimizers and the lambda schedule wh
 """
 
 import csv
-import json
 
 import keras
 import pytest
