@@ -47,11 +47,11 @@ class CrossModalConfig:
             space deep CCA's objective defines). None: `canonical` for `loss: cca`,
             `embedding` otherwise.
         clustering_k: clusters of the k-means evaluation (None: the number of classes).
-        reversal_scale: final lambda of the gradient reversal (`train_invariance`).
+        reversal_scale: final lambda of the gradient reversal (task `invariance`).
         reversal_schedule: ramp lambda up with DANN's `2 / (1 + exp(-10 p)) - 1` over
             training progress `p` (else constant).
         discriminator_units: hidden units of the modality discriminator.
-        code_dim: size of the shared code (`train_shared_autoencoder`).
+        code_dim: size of the shared code (task `shared_autoencoder`).
         modality_dropout: probability of hiding each modality from the shared autoencoder's
             encoder in training (one modality is always kept).
     """
@@ -80,7 +80,7 @@ class CrossModalConfig:
     code_dim: int = 32
     modality_dropout: float = 0.5
 
-    # Adversarial modality invariance (`train_invariance`; see `reversal_scale` above):
+    # Adversarial modality invariance (task `invariance`; see `reversal_scale` above):
     # adversary: `reversal` (DANN: the encoders get the discriminator's gradient reversed)
     #     or `confusion` (Tzeng et al. 2015: the encoders push the discriminator's prediction
     #     towards uniform) or `inverted` (towards the other modality: the non-saturating
@@ -109,11 +109,11 @@ class CrossModalConfig:
     moment_weight: float = 0.0
     cmd_moments: int = 5
     # discriminator_gradient_penalty: gamma of an R1-style penalty gamma/2 * E||grad_z
-    #     logits||^2 on the discriminator (train_invariance): keeps it smooth, so that its
+    #     logits||^2 on the discriminator (task invariance): keeps it smooth, so that its
     #     adversarial gradient stays bounded and informative instead of swamping the task.
     discriminator_gradient_penalty: float = 0.0
 
-    # Shared-representation autoencoder (`train_shared_autoencoder`; see `code_dim` and
+    # Shared-representation autoencoder (task `shared_autoencoder`; see `code_dim` and
     # `modality_dropout` above):
     # autoencoder_subsets: train on every non-empty subset of modalities every step (both,
     #     image only, audio only), each subset's code reconstructing EVERY modality

@@ -285,6 +285,9 @@ class GradientReversalSchedule(keras.callbacks.Callback):
     The warm-up lets the task shape the embedding before any adversarial (or alignment)
     gradient reaches it: with DANN's ramp alone lambda is already 0.46 at 10% of training.
 
+    The step count starts, at each `fit`, from the model's `optimizer.iterations` (when the
+    model has an optimizer), so a run resumed from a backup continues the ramp.
+
     Args:
         total_steps: training steps the warm-up and ramp span (default: `epochs * steps` of
             `fit`).
@@ -301,12 +304,14 @@ class GradientReversalSchedule(keras.callbacks.Callback):
         self.warmup_steps = int(warmup_steps)
         self.step = 0
         self.value = 0.0
+        self._resume = False
 
     def _layers(self):
         return [layer for layer in self.model._flatten_layers(include_self=False)
                 if isinstance(layer, (GradientReversal, AdversarialDiscriminator))]
 
     def on_train_begin(self, logs=None):
+        self._resume = True
         if not self._layers() and getattr(self.model, "ramp", None) is None:
             raise ValueError("GradientReversalSchedule: the model has no GradientReversal or "
                              "AdversarialDiscriminator layer (nor a `ramp` variable).")
@@ -325,6 +330,13 @@ class GradientReversalSchedule(keras.callbacks.Callback):
         return dann_lambda((step - self.warmup_steps) / span, self.gamma)
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self._resume:
+            # The first step of this `fit`: continue from the optimizer's step count, which a
+            # restore (`BackupAndRestore`, in `on_train_begin`) may have brought back.
+            self._resume = False
+            optimizer = getattr(self.model, "optimizer", None)
+            if optimizer is not None:
+                self.step = int(keras.ops.convert_to_numpy(optimizer.iterations))
         self.value = self.ramp_value(self.step)
         for layer in self._layers():
             layer.scale.assign(layer.initial_scale * self.value)

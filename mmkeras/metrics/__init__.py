@@ -14,3 +14,5 @@ from mmkeras.metrics.retrieval import retrieval_report
 from mmkeras.metrics.retrieval import summarize_ranks
 from mmkeras.metrics.linear_probe import ridge_probe
 from mmkeras.metrics.bleu import corpus_bleu
+from mmkeras.metrics.invariance_probes import collect_outputs
+from mmkeras.metrics.invariance_probes import invariance_report

@@ -5,3 +5,4 @@ from mmkeras.models.modality_invariant_classifier import build_modality_invarian
 from mmkeras.models.shared_autoencoder import build_shared_autoencoder
 from mmkeras.models.captioner import Captioner
 from mmkeras.models.av_sync_model import AVSyncModel
+from mmkeras.models.adversarial_invariance_trainer import AdversarialInvarianceTrainer

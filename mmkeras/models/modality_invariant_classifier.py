@@ -73,7 +73,7 @@ def build_modality_invariant_classifier(
         reversal_scale: final lambda, the weight of the adversarial gradient (0: no
             adversarial signal, the baseline; the discriminator still learns).
         adversary: `reversal`, `confusion` or `inverted` (see `AdversarialDiscriminator`;
-            `inverted` is trained by `train_invariance`'s alternating trainer).
+            `inverted` is trained by `AdversarialInvarianceTrainer`).
         embedding_norm: how the shared embedding is normalised, which is what the task
             head, the discriminator and the post-hoc probe all read:
             - `layer`: a LayerNormalization per modality, each with its own learned gain

@@ -194,6 +194,10 @@ def subset_training_model(model, alignment=None, temperature=0.1, name=None):
     return keras.Model(inputs, outputs, name=name or f"{model.name}_subsets")
 
 
+@keras.saving.register_keras_serializable(package="mmkeras")
 def alignment_loss(y_true, y_pred):
-    """The loss of the `code_alignment` output: the output itself (`y_true` is ignored)."""
+    """The loss of the `code_alignment` output: the output itself (`y_true` is ignored).
+
+    Registered, so a compiled subset training model (a best checkpoint) loads from `.keras`.
+    """
     return ops.reshape(y_pred, (-1,))
