@@ -98,8 +98,10 @@ from mmkeras import model_dir as model_dir_lib
 from mmkeras import errors
 from serving import examples
 from serving import parity as parity_lib
+from serving import raw_inputs
 from serving import savedmodel_export
 from serving import text_signature
+from serving import tflite_assets
 from serving import tflite_export
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -220,7 +222,7 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     try:
         report, staged = _export_staged(config, model, multitask_model, served, stage, version,
                                         formats, tflite_quant, tolerances, max_parity_examples,
-                                        preprocessing)
+                                        preprocessing, model_dir)
         if report["passed"]:
             final = _publish(staged, stage, out, base / str(version))
             savedmodel_export.write_models_config(savedmodel_root, serving_base_path)
@@ -246,7 +248,7 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
         entry["path"] = str(path)
         entry["bytes"] = _dir_bytes(path) if path.is_dir() else path.stat().st_size
         entry["heads"] = heads[key]
-        if key.startswith("tflite") and float_tflite is not None:
+        if key.startswith("tflite") and key != "tflite_assets" and float_tflite is not None:
             entry["size_vs_tflite_float32"] = round(entry["bytes"] / float_tflite.stat().st_size, 4)
     report["savedmodel"].update({
         "version": int(version),
@@ -262,7 +264,8 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
 
 
 def _export_staged(config, model, multitask_model, served, stage, version, formats,
-                   tflite_quant, tolerances, max_parity_examples, preprocessing=None):
+                   tflite_quant, tolerances, max_parity_examples, preprocessing=None,
+                   model_dir=None):
     """Writes every artifact under `stage` and checks it; returns `(report, {key: path})`.
 
     `preprocessing` (the model directory's fitted tokenizer / tabular normaliser, None when
@@ -274,7 +277,7 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
     savedmodel_dir = savedmodel_export.export_savedmodel(
         served, stage / "savedmodel", version,
         warmup_examples=examples.warmup_examples(config, preprocessing=preprocessing),
-        model_name=config.model.name, preprocessing=text_signature.text_only(preprocessing),
+        model_name=config.model.name, preprocessing=preprocessing,
     )
     timings = {"savedmodel": round(time.time() - t0, 1)}
     # TFLite and ONNX carry the main head: with --all-heads they are converted from a
@@ -288,6 +291,12 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         model, convert_source, stage, formats, tflite_quant, config, timings, preprocessing)
     if convert_source != savedmodel_dir:
         shutil.rmtree(convert_source, ignore_errors=True)
+    raw = sm.raw_features(served, preprocessing)
+    if "tflite" in artifacts:
+        assets = tflite_assets.write_assets(stage / "tflite", model_dir,
+                                            config, raw, sm.input_specs(model))
+        if assets is not None:
+            artifacts["tflite_assets"] = assets
     artifacts = {"savedmodel": savedmodel_dir, **artifacts}
 
     report = parity_lib.parity(
@@ -296,17 +305,22 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         max_examples=max_parity_examples, runners=runners, tolerances=tolerances,
         preprocessing=preprocessing,
     )
-    signatures = list(sm.supported_signatures(served))
+    signatures = list(sm.supported_signatures(served, preprocessing))
     if "savedmodel" in formats and sm.SERVE_RAW in signatures:
-        report["signatures"] = parity_lib.check_signatures(config, savedmodel_dir)
+        report["signatures"] = parity_lib.check_signatures(
+            config, model, savedmodel_dir, raw, preprocessing)
+    if "tflite_assets" in artifacts:
+        report["tflite_client_step"] = parity_lib.check_tflite_client_step(
+            config, model, artifacts["tflite"], artifacts["tflite_assets"], raw, preprocessing)
     if sm.modality_subsets(model):
-        tflite_paths = {key: path for key, path in artifacts.items() if key.startswith("tflite")}
+        tflite_paths = {key: path for key, path in artifacts.items()
+                        if key.startswith("tflite") and key != "tflite_assets"}
         report["subset_signatures"] = parity_lib.check_subset_signatures(
             config, model, savedmodel_dir, tflite_paths, tolerances,
             preprocessing=preprocessing)
     if multitask_model is not None:
         report["head_check"] = parity_lib.check_heads(
-            config, savedmodel_dir, model, multitask_model)
+            config, savedmodel_dir, model, multitask_model, preprocessing=preprocessing)
     if text_signature.text_only(preprocessing) is not None:
         rows = examples.rows(config, "test", examples.SIGNATURE_CHECK_EXAMPLES)
         modalities = sorted(config.model.modalities)
@@ -327,12 +341,14 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         "model_name": config.model.name,
         "all_heads": multitask_model is not None,
         "formats": [k for k in artifacts if k in report and "passed" in report[k]],
+        "raw_inputs": raw_inputs.describe(raw) if raw is not None else None,
     })
-    checked = [report[k] for k in artifacts if "passed" in report[k]]
+    checked = [report[k] for k in artifacts if "passed" in report.get(k, {})]
     checked += list(report.get("signatures", {}).values())
     checked += list(report.get("subset_signatures", {}).values())
     checked += list(report.get("head_check", {}).values())
     checked += [report["text_signature"]] if "text_signature" in report else []
+    checked += [report["tflite_client_step"]] if "tflite_client_step" in report else []
     report["passed"] = all(entry["passed"] for entry in checked)
     return report, artifacts
 
@@ -346,6 +362,8 @@ def _publish(staged, stage, out, version_dir):
             continue
         target = out / path.relative_to(stage)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():  # the previous export's TFLite assets
+            shutil.rmtree(target)
         os.replace(path, target)
         final[key] = target
     version_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -440,8 +458,15 @@ def main(argv=None):
               f"accuracy={r['accuracy']:.4f} (keras {report['keras']['accuracy']:.4f}) "
               f"{'OK' if r['passed'] else 'FAILED'}")
     for name, r in report.get("signatures", {}).items():
-        print(f"[export] signature {name}: max|diff| vs serving_default="
-              f"{r['max_abs_diff_vs_serving_default']:.2e} {'OK' if r['passed'] else 'FAILED'}")
+        print(f"[export] signature {name} (raw inputs {', '.join(r['inputs'])}; "
+              f"{r['nan_cells']} NaN cell(s)): max|diff| vs serving_default="
+              f"{r['max_abs_diff_vs_serving_default']:.2e}, vs keras="
+              f"{r['max_abs_diff_vs_keras']:.2e} {'OK' if r['passed'] else 'FAILED'}")
+    if "tflite_client_step" in report:
+        r = report["tflite_client_step"]
+        print(f"[export] tflite + client step (serving.client.tflite_inputs on raw inputs, "
+              f"assets in tflite/assets/): max|diff| vs keras={r['max_abs_diff_vs_keras']:.2e} "
+              f"{'OK' if r['passed'] else 'FAILED'}")
     for name, r in report.get("subset_signatures", {}).items():
         diffs = " ".join(f"{k}={v:.2e}" for k, v in r["max_abs_diff"].items())
         print(f"[export] signature {name}: max|diff| vs serving_default with "

@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 
 from mmkeras import model_dir as model_dir_lib
+from serving import raw_inputs
 from serving import text_signature
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -68,14 +69,17 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
                       preprocessing=None):
     """Writes `<base>/<version>/` (with warm-up requests) atomically; returns its path.
 
-    `preprocessing` (a text model's fitted `Preprocessing`) adds the `serve_text` signature,
-    which takes raw strings (`serving/text_signature.py`).
+    `preprocessing` (the model directory's fitted `Preprocessing`, for text and tabular
+    models) puts the tokenizer and the tabular lookups into `serve_raw` and `serve_examples`
+    (`serving/raw_inputs.py`; their description goes to `assets.extra/raw_inputs.json`) and,
+    for a text model, adds `serve_text` (`serving/text_signature.py`).
 
     Everything is written into `<base>/.tmp-<pid>-version-<version>` and renamed at the end;
     on any error the temporary directory is removed and no version appears. (`export` calls
     it on a staging directory and publishes the version only after every check passed.)
     """
     from serving.serving_module import build_archive
+    from serving.serving_module import raw_features
 
     base = pathlib.Path(base)
     base.mkdir(parents=True, exist_ok=True)
@@ -87,10 +91,14 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        archive = build_archive(model)
-        if preprocessing is not None:
+        archive = build_archive(model, preprocessing=preprocessing)
+        if text_signature.text_only(preprocessing) is not None:
             text_signature.add_text_endpoint(archive, model, preprocessing)
         archive.write_out(str(tmp), verbose=False)
+        raw = raw_features(model, preprocessing)
+        if raw is not None:
+            model_dir_lib.write_json(tmp / "assets.extra" / raw_inputs.RAW_INPUTS_FILE,
+                                     raw_inputs.describe(raw))
         if warmup_examples is not None:
             write_warmup(tmp, model_name or base.name, warmup_examples)
         os.rename(tmp, final)

@@ -53,6 +53,7 @@ import tensorflow as tf
 
 from mmkeras import features
 from mmkeras.data import example_schema
+from serving import raw_inputs
 from serving.errors import DEFAULT_SIGNATURE
 
 SERVING_DEFAULT = DEFAULT_SIGNATURE  # one name for the package (serving/errors.py)
@@ -87,15 +88,13 @@ def modality_shapes(model):
     }
 
 
-def raw_input_specs(model):
-    """The `serve_raw` inputs: `<m>_bytes` strings and `<m>_present` flags."""
-    specs = {}
-    for m in modality_shapes(model):
-        key = example_schema.bytes_key(m)
-        specs[key] = tf.TensorSpec([None], tf.string, name=key)
-        flag = features.presence_key(m)
-        specs[flag] = tf.TensorSpec([None], tf.float32, name=flag)
-    return specs
+def raw_input_specs(model, preprocessing=None, kinds=None):
+    """The `serve_raw` inputs (`serving/raw_inputs.py`): `<m>_bytes` strings for images and
+    audio, strings for text, one input per tabular column, and the `<m>_present` flags."""
+    raw = raw_features(model, preprocessing, kinds)
+    if raw is None:
+        raise ValueError(f"No raw form for every input of {sorted(input_specs(model))}.")
+    return raw_inputs.input_specs(raw)
 
 
 def examples_input_specs():
@@ -127,11 +126,19 @@ def modality_subsets(model):
     return subsets
 
 
-def supported_signatures(model):
+def raw_features(model, preprocessing=None, kinds=None):
+    """The raw inputs of `serve_raw` (`serving/raw_inputs.py`), or None when a modality has
+    no raw form (video, time series; text or tabular without the fitted `preprocessing`)."""
+    raw = raw_inputs.raw_features(input_specs(model), preprocessing, kinds)
+    if not raw or any(f.kind == raw_inputs.TENSOR for f in raw):
+        return None
+    return raw
+
+
+def supported_signatures(model, preprocessing=None, kinds=None):
     """The signatures `build_archive` can make for `model` (see the module docstring)."""
-    shapes = modality_shapes(model)
     subsets = tuple(modality_subsets(model))
-    if shapes and set(shapes) <= set(example_schema.ENCODED_MODALITIES):
+    if raw_features(model, preprocessing, kinds) is not None:
         return SIGNATURES + subsets
     return (SERVING_DEFAULT,) + subsets
 
@@ -170,6 +177,19 @@ def complete_inputs(inputs, specs, modalities):
     return result
 
 
+def preprocessing_resources(preprocessing):
+    """What the raw signatures' graph holds of `preprocessing`: the tokenizer (a Keras layer)
+    and the tabular lookup tables (made here, eagerly, so the SavedModel saves them)."""
+    resources = []
+    tokenizer = preprocessing.text_preprocessor or preprocessing.vectorizer
+    if tokenizer is not None:
+        preprocessing.text_ids(tf.constant([""]))  # builds the layer (an eager call)
+        resources.append(tokenizer)
+    if preprocessing.tabular:
+        resources += preprocessing.lookup_tables()
+    return resources
+
+
 def head_names(model):
     """The heads a model serves, main head first: `["probabilities", <task>, ...]`.
 
@@ -200,13 +220,16 @@ def output_names(model):
     return [name for head in head_names(model) for name in head_output_names(head)]
 
 
-def build_archive(model, signatures=None):
+def build_archive(model, signatures=None, preprocessing=None, kinds=None):
     """An `ExportArchive` holding `signatures` (default: `supported_signatures(model)`).
 
     `model` returns the main head's probabilities, or (multi-task) a dict of every head's with
     the main head under `probabilities`; each signature returns `output_names(model)`.
+    `preprocessing` (the model directory's fitted `Preprocessing`) puts the tokenizer and the
+    tabular lookup tables into the graph of `serve_raw` and `serve_examples`; `kinds` maps
+    feature names to modality types (`serving/raw_inputs.py`).
     """
-    supported = supported_signatures(model)
+    supported = supported_signatures(model, preprocessing, kinds)
     signatures = supported if signatures is None else tuple(signatures)
     unsupported = set(signatures) - set(supported)
     if unsupported:
@@ -214,7 +237,6 @@ def build_archive(model, signatures=None):
             f"Signatures {sorted(unsupported)} are not available for inputs "
             f"{sorted(input_specs(model))}; this model supports {list(supported)}."
         )
-    shapes = modality_shapes(model)
     heads = head_names(model)
 
     def serve(inputs):
@@ -228,20 +250,20 @@ def build_archive(model, signatures=None):
             result[class_id_name] = tf.argmax(outputs[head], axis=-1)
         return result
 
+    specs = input_specs(model)
+    raw = raw_features(model, preprocessing, kinds)
+
     def serve_raw(inputs):
-        encoded = {m: inputs[example_schema.bytes_key(m)] for m in shapes}
-        present = {m: inputs[features.presence_key(m)] for m in shapes}
-        return serve(example_schema.decode_batch(encoded, present, shapes))
+        return serve(raw_inputs.to_model_inputs(inputs, raw, specs, preprocessing))
 
     def serve_examples(inputs):
-        return serve(example_schema.parse_examples(inputs[example_schema.SERIALIZED], shapes))
+        parsed = raw_inputs.parse_examples(inputs[example_schema.SERIALIZED], raw)
+        return serve(raw_inputs.to_model_inputs(parsed, raw, specs, preprocessing))
 
-    specs = input_specs(model)
-    endpoints = {
-        SERVING_DEFAULT: (serve, specs),
-        SERVE_RAW: (serve_raw, raw_input_specs(model)),
-        SERVE_EXAMPLES: (serve_examples, examples_input_specs()),
-    }
+    endpoints = {SERVING_DEFAULT: (serve, specs)}
+    if raw is not None:
+        endpoints[SERVE_RAW] = (serve_raw, raw_inputs.input_specs(raw))
+        endpoints[SERVE_EXAMPLES] = (serve_examples, examples_input_specs())
     for name, subset in modality_subsets(model).items():
         def serve_subset(inputs, subset=subset):
             return serve(complete_inputs(inputs, specs, subset))
@@ -249,6 +271,9 @@ def build_archive(model, signatures=None):
         endpoints[name] = (serve_subset, {m: specs[m] for m in subset})
     archive = keras.export.ExportArchive()
     archive.track(model)
+    if raw is not None and preprocessing is not None:
+        for resource in preprocessing_resources(preprocessing):
+            archive.track(resource)
     for name in endpoints:
         if name in signatures:
             fn, fn_specs = endpoints[name]

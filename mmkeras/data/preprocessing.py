@@ -109,6 +109,11 @@ class Preprocessing:
             tabular = json.loads((directory / TABULAR_FILE).read_text())
         return cls(vectorizer, tabular, text_preprocessor)
 
+    def lookup_tables(self):
+        """The categorical columns' lookup tables (made on first use; a serving export makes
+        them eagerly so that its graph can hold them)."""
+        return self._lookup_tables()
+
     def _lookup_tables(self):
         if self._tables is None:
             self._tables = []
@@ -120,10 +125,17 @@ class Preprocessing:
         return self._tables
 
     def tabular_vector(self, numbers, categories):
-        """`(..., n_numeric)` floats + `(..., n_categorical)` strings -> one float vector."""
+        """`(..., n_numeric)` floats + `(..., n_categorical)` strings -> one float vector.
+
+        A NaN number is missing and imputed with the column's `fill` value (tabular.json;
+        default its training mean, so it normalises to 0). The serving signatures call this
+        same function on raw table cells (`serving/raw_inputs.py`)."""
         mean = tf.constant(self.tabular["mean"], tf.float32)
         std = tf.constant(self.tabular["std"], tf.float32)
-        parts = [(tf.cast(numbers, tf.float32) - mean) / std]
+        fill = tf.constant(self.tabular.get("fill", self.tabular["mean"]), tf.float32)
+        numbers = tf.cast(numbers, tf.float32)
+        numbers = tf.where(tf.math.is_nan(numbers), fill + tf.zeros_like(numbers), numbers)
+        parts = [(numbers - mean) / std]
         for j, table in enumerate(self._lookup_tables()):
             parts.append(tf.cast(table.lookup(categories[..., j : j + 1]), tf.float32))
         return tf.concat(parts, axis=-1)
