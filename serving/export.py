@@ -96,6 +96,7 @@ import time
 
 from mmkeras import model_dir as model_dir_lib
 from mmkeras import errors
+from mmkeras import features
 from serving import examples
 from serving import parity as parity_lib
 from serving import raw_inputs
@@ -191,7 +192,6 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     Returns:
         The parity report (also written to `DIR/export/parity.json`).
     """
-    from mmkeras import features
     from serving import serving_module as sm
 
     model_dir = pathlib.Path(model_dir)
@@ -324,10 +324,11 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
     if text_signature.text_only(preprocessing) is not None:
         rows = examples.rows(config, "test", examples.SIGNATURE_CHECK_EXAMPLES)
         modalities = sorted(config.model.modalities)
+        id_inputs = examples.pipeline_inputs(rows, config, modalities, preprocessing)
+        strings = examples.pipeline_inputs(rows, config, modalities)[features.TEXT]
         report["text_signature"] = text_signature.check_text_signature(
-            savedmodel_dir, examples.pipeline_inputs(rows, config, modalities),
-            examples.pipeline_inputs(rows, config, modalities, preprocessing),
-            parity_lib.SIGNATURE_TOLERANCE)
+            savedmodel_dir, dict(id_inputs, **{features.TEXT: strings}),
+            id_inputs, parity_lib.SIGNATURE_TOLERANCE)
     for key, seconds in timings.items():
         report.setdefault(key, {})["export_seconds"] = seconds
     report["savedmodel"].update({

@@ -4,7 +4,6 @@
 """
 
 import dataclasses
-import pathlib
 
 import numpy as np
 

@@ -116,13 +116,18 @@ class Preprocessing:
 
     def _lookup_tables(self):
         if self._tables is None:
-            self._tables = []
-            for vocab in self.tabular["vocabularies"]:
-                keys = tf.constant(vocab or ["\0"], tf.string)
-                ids = tf.range(1, len(vocab or ["\0"]) + 1, dtype=tf.int64)
-                init = tf.lookup.KeyValueTensorInitializer(keys, ids)
-                self._tables.append(tf.lookup.StaticHashTable(init, default_value=0))
+            with tf.init_scope():  # eagerly, even when first called in a tf.data map trace:
+                self._tables = self._make_tables()  # every later map and graph reuses them
         return self._tables
+
+    def _make_tables(self):
+        tables = []
+        for vocab in self.tabular["vocabularies"]:
+            keys = tf.constant(vocab or ["\0"], tf.string)
+            ids = tf.range(1, len(vocab or ["\0"]) + 1, dtype=tf.int64)
+            init = tf.lookup.KeyValueTensorInitializer(keys, ids)
+            tables.append(tf.lookup.StaticHashTable(init, default_value=0))
+        return tables
 
     def tabular_vector(self, numbers, categories):
         """`(..., n_numeric)` floats + `(..., n_categorical)` strings -> one float vector.
