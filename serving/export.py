@@ -13,6 +13,8 @@
     DIR/export/tflite/model_f16.tflite               float16      } `serving_default` and
     DIR/export/tflite/model_dynamic.tflite           dynamic range} `serve_<m..>_only`; inputs
     DIR/export/tflite/model_int8.tflite              int8         } and outputs stay float32
+    DIR/export/tflite/assets/                        text/tabular models: vocabulary, tabular.json,
+                                                     inputs.json for the client step (below)
     DIR/export/onnx/model.onnx                       opset 17 (tf2onnx, see serving/onnx_export.py)
     DIR/export/parity.json                           every check, and whether it was published
 
@@ -32,16 +34,24 @@ DIR` writes `DIR/<model_name>`, `--serving-base-path local` this machine's absol
 
 The SavedModel's signatures (`serving_default`, `serve_raw`, `serve_examples`, one
 `serve_<m..>_only` per subset of modalities: see `serving/serving_module.py`) are checked:
-`serve_raw` and `serve_examples` give the probabilities of `serving_default` (within 1e-5) on
-real test files, one with audio and one with the image marked missing (empty bytes, flag 0);
-each `serve_<m..>_only` gives those of `serving_default` with the other modalities zeroed and
-flagged 0, in the SavedModel (1e-5) and in each TFLite file (float32 1e-4, quantized within the
-format's `max_abs_diff`: int8 calibrates each signature on its own inputs).
+`serve_raw` and `serve_examples` take what a client has (`serving/raw_inputs.py`: image and
+audio bytes, text strings, one input per table column with NaN for a missing number, the
+presence flags) and must give the probabilities of `serving_default` on the training
+pipeline's tensors and of Keras (within 1e-5) on real test rows, one with each modality
+marked missing and one with a NaN number and an unseen category; each `serve_<m..>_only`
+gives those of `serving_default` with the other modalities zeroed and flagged 0, in the
+SavedModel (1e-5) and in each TFLite file (float32 1e-4, quantized within the format's
+`max_abs_diff`: int8 calibrates each signature on its own inputs).
 
-A text model (`text` in `model.modalities`) is fed the token ids of the tokenizer saved in DIR
-(`vocab.txt`, or a `keras_hub` encoder's `text_preprocessor/`) in every check, and its
-SavedModel gets a `serve_text` signature taking raw strings (`serving/text_signature.py`),
-checked against `serving_default` (`parity.json`: `text_signature`).
+Text and tabular models are fed through the model directory's fitted preprocessing
+(`vocab.txt` or a `keras_hub` encoder's `text_preprocessor/`, and `tabular.json`) in every
+check; `serve_raw` holds the tokenizer and the lookup tables in its graph, and a text model
+also gets `serve_text` (raw strings, other inputs as tensors; `parity.json`:
+`text_signature`). TFLite takes tensors (no string ops): the export writes
+`DIR/export/tflite/assets/` (the vocabulary, `tabular.json`, `inputs.json`) and checks the
+documented client step, `serving.client.tflite_inputs(assets, raw)` then TFLite, against Keras
+(`parity.json`: `tflite_client_step`). `assets.extra/raw_inputs.json` in the SavedModel
+describes the raw inputs for `serving.server` (NaN / null accepted in numeric columns).
 
 `--all-heads` (a model trained with `model.tasks`): the SavedModel is exported from
 `DIR/multitask.keras` (every head) instead of `DIR/model.keras` (the main head), so every

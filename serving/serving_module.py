@@ -14,16 +14,37 @@ what they have. Every signature returns the same named outputs:
 A multi-task model's output dict holds the main head under `probabilities` and each auxiliary
 head under its task's name (`audio_digit`, `parity`, ...); `head_names` lists them.
 
-| signature        | inputs (batch dimension open)                                        |
-|------------------|----------------------------------------------------------------------|
-| `serving_default`| `image` f32 [B,28,28,1], `audio` f32 [B,N], `<m>_present` f32 [B]     |
-| `serve_raw`      | `image_bytes` string [B] (PNG/JPEG), `audio_bytes` string [B] (16-bit |
-|                  | WAV), `<m>_present` f32 [B] (0: the bytes are ignored, may be empty)  |
-| `serve_examples` | `examples` string [B]: serialized `tf.train.Example`s in the schema   |
-|                  | of `mmkeras.data.example_schema`                                      |
-| `serve_<m..>_only`| the data inputs of those modalities only (`serve_image_only`: `image`);|
-|                  | every other modality is set missing inside the graph: zeros (`""` for |
-|                  | strings) and `<m>_present` = 0; the given modalities' flags are 1     |
+| signature        | inputs (batch dimension open)                  | runs in                   |
+|------------------|------------------------------------------------|---------------------------|
+| `serving_default`| what the model takes: `image` f32 [B,H,W,C] in | SavedModel, TFLite, ONNX  |
+|                  | [0,1], `audio` f32 [B,N], `text` i32 [B,L]     | (the tensor signature)    |
+|                  | token ids, `tabular` f32 [B,n+k] (normalised   |                           |
+|                  | numbers, then category ids), `<m>_present` f32 |                           |
+| `serve_raw`      | what a client has, per feature name            | SavedModel                |
+|                  | (`serving/raw_inputs.py`): `image_bytes` /     | (TF Serving,              |
+|                  | `audio_bytes` string [B] (PNG/JPEG, 16-bit     | `serving.server`)         |
+|                  | WAV), `text` string [B] (tokenized inside by   |                           |
+|                  | the saved tokenizer), one input per table      |                           |
+|                  | column: numbers f32 [B] (NaN = missing,        |                           |
+|                  | imputed as in tf.data) and categories string   |                           |
+|                  | [B] (train vocabulary lookup inside), and      |                           |
+|                  | `<m>_present` f32 [B] (0: inputs ignored)      |                           |
+| `serve_examples` | `examples` string [B]: serialized              | SavedModel                |
+|                  | `tf.train.Example`s with the same raw features |                           |
+|                  | (`image`/`audio` bytes, `text` bytes, columns  |                           |
+|                  | as float / bytes; absent = missing, an absent  |                           |
+|                  | flag inferred from the features given)         |                           |
+| `serve_text`     | `serving_default`'s inputs with `text` a string| SavedModel (text models)  |
+|                  | [B] (`serving/text_signature.py`)              |                           |
+| `serve_<m..>_only`| the data inputs of those modalities only      | SavedModel, TFLite        |
+|                  | (`serve_image_only`: `image`); every other     |                           |
+|                  | modality is set missing inside the graph:      |                           |
+|                  | zeros (`""` for strings) and `<m>_present` = 0 |                           |
+
+A TFLite client has no string ops: it runs the documented client step
+`serving.client.tflite_inputs(DIR/export/tflite/assets, raw)` (numpy: the same tokenizer,
+imputation, normalisation and lookups from the exported vocabulary and `tabular.json`), then
+TFLite's `serving_default` (`serving/tflite_assets.py`).
 
 Missing modality is part of the contract: a client that lacks a modality calls the signature
 of the modalities it has. One `serve_<m1>_<m2>_only` signature (modalities in sorted order,
@@ -37,13 +58,13 @@ decoded), and `serve_examples` takes Examples that leave a modality's features o
 (each signature has the inputs of the modalities the model takes). `serving_default` is also
 what TF Serving uses when a request names no signature. TFLite carries it and the
 `serve_<m..>_only` signatures (`tensor_signatures`; `serve_raw` and `serve_examples` need string
-ops), ONNX `serving_default` alone; `serving.export` converts those from an archive of the main
+ops and lookup tables), ONNX `serving_default` alone; `serving.export` converts those from an archive of the main
 head alone, so they carry `probabilities` and `class_id` only. The decoders are `mmkeras.data.example_schema`'s, which
 reproduce the training pipeline's decoding exactly with core TensorFlow ops only; WAVs must be
 at the model's sampling rate (no in-graph resampling). `serve_raw` and `serve_examples` exist
-for models whose modalities all have an encoded form in the schema (image, audio); other
-models (text, video, tabular, ...) get `serving_default` and the `serve_<m..>_only` ones
-(`supported_signatures`).
+for models whose inputs all have a raw form (image, audio, and text and tabular given the model
+directory's fitted `Preprocessing`); other models (video, time series) get `serving_default`
+and the `serve_<m..>_only` ones (`supported_signatures`).
 """
 
 import itertools
