@@ -31,6 +31,19 @@ CLI (prints the outputs as JSON; bytes as `{"b64": ...}`):
         --signature-name serve_raw --input-file image_bytes=digit.png   # audio left out
     python -m serving.client --rest --port 8501 --model-name tiny --metadata
 
+Raw inputs (`serve_raw` of a text / tabular / image model, `serving/raw_inputs.py`): text as
+strings, table cells by column name (numbers, `null` / NaN for a missing one; categories as
+strings), files as bytes:
+
+```python
+client.predict({"text": ["grinning face"], "image_bytes": [png], "price": [float("nan")],
+                "block": ["1F6"]}, signature_name="serve_raw")
+```
+
+The TFLite client step (`tflite_inputs`, numpy only, or keras_hub for a preset tokenizer):
+a TFLite model takes tensors, so these raw inputs are turned into `serving_default`'s inputs
+from the assets the export writes beside it (`DIR/export/tflite/assets/`).
+
 `--input-file name=path` sends the file's raw bytes as a batch of one string, so pair it with
 `.npy` inputs whose leading (batch) dimension is 1. A modality with a presence flag may be left
 out (`python -m serving.server` fills it in as missing; sending it without its flag means

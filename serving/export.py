@@ -341,6 +341,8 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
             id_inputs, parity_lib.SIGNATURE_TOLERANCE)
     for key, seconds in timings.items():
         report.setdefault(key, {})["export_seconds"] = seconds
+    if text_signature.text_only(preprocessing) is not None:
+        signatures.append(text_signature.SERVE_TEXT)
     report["savedmodel"].update({
         "signatures": signatures,
         "outputs": sm.output_names(served),

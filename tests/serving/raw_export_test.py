@@ -348,3 +348,22 @@ def test_bad_raw_input_is_a_400_naming_the_input(own_data, own_server, case, cha
     for fragment in fragments:
         assert fragment in body["error"], (case, body)
     assert own_server.process.poll() is None
+
+
+def test_grpc_bad_raw_input_is_invalid_argument_naming_the_input(own_data, own_server):
+    from serving import client as client_lib
+    from serving.errors import ServingError
+
+    raw = _own_rows(own_data)
+    with client_lib.GrpcClient("127.0.0.1", own_server.grpc_port, OWN_NAME) as grpc_client:
+        for change, fragment in (({"words": None}, "'words'"),
+                                 ({"block": np.arange(ROWS, dtype=np.float32)}, "'block'")):
+            inputs = dict(raw)
+            for name, value in change.items():
+                if value is None:
+                    del inputs[name]
+                else:
+                    inputs[name] = value
+            with pytest.raises(ServingError) as error:
+                grpc_client.predict(inputs, signature_name="serve_raw")
+            assert "INVALID_ARGUMENT" in str(error.value.code) and fragment in error.value.message
