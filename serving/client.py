@@ -31,6 +31,19 @@ CLI (prints the outputs as JSON; bytes as `{"b64": ...}`):
         --signature-name serve_raw --input-file image_bytes=digit.png   # audio left out
     python -m serving.client --rest --port 8501 --model-name tiny --metadata
 
+Raw inputs (`serve_raw` of a text / tabular / image model, `serving/raw_inputs.py`): text as
+strings, table cells by column name (numbers, `null` / NaN for a missing one; categories as
+strings), files as bytes:
+
+```python
+client.predict({"text": ["grinning face"], "image_bytes": [png], "price": [float("nan")],
+                "block": ["1F6"]}, signature_name="serve_raw")
+```
+
+The TFLite client step (`tflite_inputs`, numpy only, or keras_hub for a preset tokenizer):
+a TFLite model takes tensors, so these raw inputs are turned into `serving_default`'s inputs
+from the assets the export writes beside it (`DIR/export/tflite/assets/`).
+
 `--input-file name=path` sends the file's raw bytes as a batch of one string, so pair it with
 `.npy` inputs whose leading (batch) dimension is 1. A modality with a presence flag may be left
 out (`python -m serving.server` fills it in as missing; sending it without its flag means
@@ -38,11 +51,15 @@ present); `tensorflow_model_server` itself requires every input of the signature
 """
 
 import argparse
+import io
 import json
+import pathlib
+import re
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import wave
 
 import numpy as np
 
@@ -231,6 +248,152 @@ class GrpcClient:
             request.inputs[name].CopyFrom(tf.make_tensor_proto(codec.to_array(value)))
         response = self._call(self.stub.Predict, request)
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+
+# The TFLite client step: raw inputs -> the tensors of a TFLite model (`serving/tflite_assets.py`).
+
+_STRIP_PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
+_WHITESPACE = re.compile(r"[ \t\n\v\f\r]+")
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def load_tflite_assets(assets_dir):
+    """`DIR/export/tflite/assets/` as a dict: `inputs.json` plus the vocabularies it names."""
+    assets_dir = pathlib.Path(assets_dir)
+    assets = json.loads((assets_dir / "inputs.json").read_text())
+    assets["dir"] = assets_dir
+    for tensor in assets["tensors"].values():
+        text = tensor.get("text")
+        if text and text["tokenizer"] == "text_vectorization":
+            tokens = (assets_dir / text["vocabulary"]).read_text(encoding="utf-8").split("\n")
+            tokens = tokens[:-1] if tokens and tokens[-1] == "" else tokens
+            text["ids"] = {t: i + text["first_token_id"] for i, t in enumerate(tokens)}
+        if "tabular" in tensor:
+            tensor["stats"] = json.loads((assets_dir / tensor["tabular"]).read_text())
+    return assets
+
+
+def text_vectorization_ids(texts, text):
+    """Strings -> int32 ids `(batch, sequence_length)` exactly as the model directory's
+    `TextVectorization` makes them: ASCII lower-case, punctuation stripped, split on ASCII
+    whitespace, ids from `vocab.txt` (first line = 2), 1 = unknown, 0 = padding."""
+    length = text["sequence_length"]
+    out = np.zeros((len(texts), length), np.int32)
+    for row, value in enumerate(texts):
+        value = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        value = _STRIP_PUNCTUATION.sub("", value.translate(_ASCII_LOWER))
+        tokens = [t for t in _WHITESPACE.split(value) if t][:length]
+        out[row, :len(tokens)] = [text["ids"].get(t, text["oov_id"]) for t in tokens]
+    return out
+
+
+def _preset_ids(texts, assets_dir, text):
+    """A keras_hub preset tokenizer's ids (needs keras_hub and TensorFlow on the client)."""
+    from mmkeras.data import text as text_lib
+
+    preprocessor = text_lib.load_preset_preprocessor(assets_dir / text["path"])
+    strings = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts]
+    return np.asarray(preprocessor(strings)["token_ids"], np.int32)
+
+
+def tabular_vector(columns, present, stats):
+    """`{column: values}` (numbers with NaN for missing, category strings) -> the model's
+    float32 vector: NaN -> the column's fill (training mean), (x - mean) / std, each category
+    -> its id (position in the train vocabulary + 1; unknown 0). A row whose flag is 0 gets
+    numbers 0 and categories "" first, as the pipeline's masked rows."""
+    batch = len(present)
+    on = np.asarray(present, np.float32) > 0
+    mean = np.asarray(stats["mean"], np.float32)
+    std = np.asarray(stats["std"], np.float32)
+    fill = np.asarray(stats.get("fill", stats["mean"]), np.float32)
+    numbers = np.zeros((batch, len(stats["numeric"])), np.float32)
+    for j, name in enumerate(stats["numeric"]):
+        numbers[:, j] = np.where(on, np.asarray(columns[name], np.float32), 0.0)
+    numbers = np.where(np.isnan(numbers), fill, numbers)
+    parts = [(numbers - mean) / std]
+    for name, vocab in zip(stats["categorical"], stats["vocabularies"]):
+        ids = {token: i + 1 for i, token in enumerate(vocab)}
+        values = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in columns[name]]
+        parts.append(np.array([[ids.get(v, 0) if o else ids.get("", 0)]
+                               for v, o in zip(values, on)], np.float32))
+    return np.concatenate(parts, axis=-1).astype(np.float32)
+
+
+def _decode_image(data, shape):
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        img = img.convert("L" if shape[-1] == 1 else "RGB")
+        array = np.asarray(img)
+    array = array[..., None] if array.ndim == 2 else array
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(f"image has shape {array.shape}; the model takes {tuple(shape)}")
+    return array.astype(np.float32) / 255.0
+
+
+def _decode_wav(data, num_samples):
+    with wave.open(io.BytesIO(data), "rb") as w:
+        channels = w.getnchannels()
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    samples = samples[: len(samples) // channels * channels].reshape(-1, channels)[:, 0]
+    waveform = samples.astype(np.float32) / 32768.0
+    start = max((len(waveform) - num_samples) // 2, 0)
+    waveform = waveform[start:start + num_samples]
+    pad = num_samples - len(waveform)
+    return np.pad(waveform, (pad // 2, pad - pad // 2))
+
+
+def tflite_inputs(assets, raw_values):
+    """The client step of a TFLite model: `serve_raw` inputs -> `serving_default` inputs.
+
+    Args:
+        assets: `load_tflite_assets(DIR/export/tflite/assets)` (or that path).
+        raw_values: `{raw input name: batch}` as `serve_raw` takes them: `text` strings,
+            tabular columns by name (floats, NaN = missing; category strings), `image_bytes` /
+            `audio_bytes` encoded files, `<m>_present` flags (default 1).
+
+    Returns:
+        `{input name: np.ndarray}` for the TFLite `serving_default` signature runner.
+
+    Example:
+    ```python
+    from ai_edge_litert.interpreter import Interpreter
+    runner = Interpreter("DIR/export/tflite/model.tflite").get_signature_runner()
+    x = tflite_inputs("DIR/export/tflite/assets", {"text": ["grinning face"],
+                      "image_bytes": [png_bytes], "price": [float("nan")], "block": ["1F6"]})
+    runner(**x)["probabilities"]
+    ```
+    """
+    if not isinstance(assets, dict):
+        assets = load_tflite_assets(assets)
+    batch = len(next(iter(raw_values.values())))
+    flags = {i["name"] for i in assets["inputs"] if i["kind"] == "presence"}
+    out = {}
+    for modality, tensor in assets["tensors"].items():
+        flag = f"{modality}_present"
+        present = np.asarray(raw_values.get(flag, np.ones(batch)), np.float32)
+        on = present > 0
+        shape = tensor["shape"]
+        if tensor["kind"] == "text":
+            texts = [t if o else "" for t, o in zip(raw_values[modality], on)]
+            text = tensor["text"]
+            if text["tokenizer"] == "text_vectorization":
+                out[modality] = text_vectorization_ids(texts, text)
+            else:
+                out[modality] = _preset_ids(texts, assets["dir"], text)
+        elif tensor["kind"] == "tabular":
+            out[modality] = tabular_vector(raw_values, present, tensor["stats"])
+        elif tensor["kind"] in ("image", "audio"):
+            data = raw_values[f"{modality}_bytes"]
+            decode = _decode_image if tensor["kind"] == "image" else (
+                lambda d, s: _decode_wav(d, s[0]))
+            out[modality] = np.stack([decode(bytes(d), shape) if o else
+                                      np.zeros(shape, np.float32) for d, o in zip(data, on)])
+        else:
+            out[modality] = np.asarray(raw_values[modality], np.float32)
+        if flag in flags:
+            out[flag] = present
+    return out
 
 
 def _parse_pairs(pairs, flag):

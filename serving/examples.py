@@ -6,6 +6,8 @@ signature checks (`signature_check_rows`, with a modality marked missing) and wa
 examples (`warmup_examples`).
 """
 
+import pathlib
+
 import numpy as np
 
 WARMUP_EXAMPLES = 4
@@ -40,8 +42,15 @@ def batches(config, max_examples, batch_size=64, split="test", preprocessing=Non
         yield {k: v.numpy() for k, v in x.items()}, y.numpy()
 
 
+UNSEEN_CATEGORY = "(not in the training split)"
+
+
 def signature_check_rows(config, count=SIGNATURE_CHECK_EXAMPLES):
-    """The first `count` test rows; row 1 has its audio and row 2 its image marked missing."""
+    """The first `count` test rows; with several modalities, row i (from 1) has the i-th
+    modality (sorted) marked missing (for AV-MNIST: row 1 audio, row 2 image). With tabular
+    columns, the last row whose tabular modality is present gets a NaN in its first numeric
+    column and an unseen value in its first categorical column (imputed / looked up as
+    unknown, in tf.data and in the serving graph alike)."""
     from mmkeras import features
 
     columns = rows(config, "test", count)
@@ -49,9 +58,100 @@ def signature_check_rows(config, count=SIGNATURE_CHECK_EXAMPLES):
     if len(modalities) > 1:
         for row, m in enumerate(modalities, start=1):
             if row < len(columns["label"]):
-                columns[m][row] = ""
-                columns[features.presence_key(m)][row] = 0.0
+                _mark_missing(columns, m, row)
+    if features.TABULAR in modalities:
+        present = np.flatnonzero(columns[features.presence_key(features.TABULAR)] > 0)
+        if len(present):
+            row = present[-1]
+            if columns[features.TABULAR].shape[1]:
+                columns[features.TABULAR] = columns[features.TABULAR].astype(np.float32)
+                columns[features.TABULAR][row, 0] = np.nan
+            if columns["tabular_categories"].shape[1]:
+                categories = columns["tabular_categories"].astype(object)
+                categories[row, 0] = UNSEEN_CATEGORY
+                columns["tabular_categories"] = categories.astype(str)
     return columns
+
+
+def _mark_missing(columns, m, row):
+    """What the manifest reader gives a masked modality: zeros / "" and flag 0."""
+    from mmkeras import features
+
+    if m == features.TABULAR:
+        columns[m][row] = 0.0
+        columns["tabular_categories"][row] = ""
+    else:
+        columns[m][row] = ""
+    columns[features.presence_key(m)][row] = 0.0
+
+
+def raw_batch(columns, raw):
+    """The `serve_raw` inputs of manifest rows: file bytes (`b""` when missing), UTF-8 text,
+    tabular cells by column name (floats, NaN kept; category strings), the flags.
+
+    Args:
+        columns: `rows` / `signature_check_rows` columns.
+        raw: `serving.serving_module.raw_features(model, preprocessing)`.
+    """
+    from serving import raw_inputs
+
+    batch = {}
+    position = {raw_inputs.NUMERIC: 0, raw_inputs.CATEGORICAL: 0}
+    for f in raw:
+        if f.kind in raw_inputs.BYTES_KINDS:
+            batch[f.name] = np.array(
+                [pathlib.Path(p).read_bytes() if p else b"" for p in columns[f.modality]],
+                dtype=object)
+        elif f.kind == raw_inputs.TEXT:
+            batch[f.name] = np.array([str(t).encode("utf-8") for t in columns[f.modality]],
+                                     dtype=object)
+        elif f.kind == raw_inputs.NUMERIC:
+            j = position[f.kind]
+            batch[f.name] = np.asarray(columns[f.modality][:, j], np.float32)
+            position[f.kind] += 1
+        elif f.kind == raw_inputs.CATEGORICAL:
+            j = position[f.kind]
+            batch[f.name] = np.array(
+                [str(v).encode("utf-8") for v in columns["tabular_categories"][:, j]],
+                dtype=object)
+            position[f.kind] += 1
+        elif f.kind == raw_inputs.PRESENCE:
+            batch[f.name] = np.asarray(columns[f.name], np.float32)
+        else:
+            batch[f.name] = np.asarray(columns[f.modality], np.float32)
+    return batch
+
+
+def raw_examples(batch, raw):
+    """`tf.train.Example`s of a `raw_batch`: a missing modality's features and NaN numbers are
+    left out; flags are written in even rows and left to be inferred in odd rows."""
+    from mmkeras import features
+    from serving import raw_inputs
+
+    result = []
+    n = len(next(iter(batch.values())))
+    for i in range(n):
+        values = {}
+        for f in raw:
+            flag = float(batch[features.presence_key(f.modality)][i]) \
+                if features.presence_key(f.modality) in batch else 1.0
+            if f.kind == raw_inputs.PRESENCE:
+                if i % 2 == 0:
+                    values[f.name] = flag
+                continue
+            value = batch[f.name][i]
+            if flag == 0 or (f.kind == raw_inputs.NUMERIC and np.isnan(value)):
+                continue
+            values[f.name] = value
+        result.append(raw_inputs.to_example(values, raw))
+    return result
+
+
+def nan_cells(batch, raw):
+    """How many NaN numbers a `raw_batch` holds (the checks say what they covered)."""
+    from serving import raw_inputs
+
+    return int(sum(np.isnan(batch[f.name]).sum() for f in raw if f.kind == raw_inputs.NUMERIC))
 
 
 def pipeline_inputs(columns, config, modalities, preprocessing=None):

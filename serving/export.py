@@ -13,6 +13,8 @@
     DIR/export/tflite/model_f16.tflite               float16      } `serving_default` and
     DIR/export/tflite/model_dynamic.tflite           dynamic range} `serve_<m..>_only`; inputs
     DIR/export/tflite/model_int8.tflite              int8         } and outputs stay float32
+    DIR/export/tflite/assets/                        text/tabular models: vocabulary, tabular.json,
+                                                     inputs.json for the client step (below)
     DIR/export/onnx/model.onnx                       opset 17 (tf2onnx, see serving/onnx_export.py)
     DIR/export/parity.json                           every check, and whether it was published
 
@@ -32,16 +34,24 @@ DIR` writes `DIR/<model_name>`, `--serving-base-path local` this machine's absol
 
 The SavedModel's signatures (`serving_default`, `serve_raw`, `serve_examples`, one
 `serve_<m..>_only` per subset of modalities: see `serving/serving_module.py`) are checked:
-`serve_raw` and `serve_examples` give the probabilities of `serving_default` (within 1e-5) on
-real test files, one with audio and one with the image marked missing (empty bytes, flag 0);
-each `serve_<m..>_only` gives those of `serving_default` with the other modalities zeroed and
-flagged 0, in the SavedModel (1e-5) and in each TFLite file (float32 1e-4, quantized within the
-format's `max_abs_diff`: int8 calibrates each signature on its own inputs).
+`serve_raw` and `serve_examples` take what a client has (`serving/raw_inputs.py`: image and
+audio bytes, text strings, one input per table column with NaN for a missing number, the
+presence flags) and must give the probabilities of `serving_default` on the training
+pipeline's tensors and of Keras (within 1e-5) on real test rows, one with each modality
+marked missing and one with a NaN number and an unseen category; each `serve_<m..>_only`
+gives those of `serving_default` with the other modalities zeroed and flagged 0, in the
+SavedModel (1e-5) and in each TFLite file (float32 1e-4, quantized within the format's
+`max_abs_diff`: int8 calibrates each signature on its own inputs).
 
-A text model (`text` in `model.modalities`) is fed the token ids of the tokenizer saved in DIR
-(`vocab.txt`, or a `keras_hub` encoder's `text_preprocessor/`) in every check, and its
-SavedModel gets a `serve_text` signature taking raw strings (`serving/text_signature.py`),
-checked against `serving_default` (`parity.json`: `text_signature`).
+Text and tabular models are fed through the model directory's fitted preprocessing
+(`vocab.txt` or a `keras_hub` encoder's `text_preprocessor/`, and `tabular.json`) in every
+check; `serve_raw` holds the tokenizer and the lookup tables in its graph, and a text model
+also gets `serve_text` (raw strings, other inputs as tensors; `parity.json`:
+`text_signature`). TFLite takes tensors (no string ops): the export writes
+`DIR/export/tflite/assets/` (the vocabulary, `tabular.json`, `inputs.json`) and checks the
+documented client step, `serving.client.tflite_inputs(assets, raw)` then TFLite, against Keras
+(`parity.json`: `tflite_client_step`). `assets.extra/raw_inputs.json` in the SavedModel
+describes the raw inputs for `serving.server` (NaN / null accepted in numeric columns).
 
 `--all-heads` (a model trained with `model.tasks`): the SavedModel is exported from
 `DIR/multitask.keras` (every head) instead of `DIR/model.keras` (the main head), so every
@@ -123,11 +133,14 @@ import time
 
 from mmkeras import model_dir as model_dir_lib
 from mmkeras import errors
+from mmkeras import features
 from serving import examples
 from serving import parity as parity_lib
+from serving import raw_inputs
 from serving import savedmodel_export
 from serving import task_export
 from serving import text_signature
+from serving import tflite_assets
 from serving import tflite_export
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -219,7 +232,6 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     Returns:
         The parity report (also written to `DIR/export/parity.json`).
     """
-    from mmkeras import features
     from serving import serving_module as sm
 
     model_dir = pathlib.Path(model_dir)
@@ -254,7 +266,7 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
         if task == CLASSIFICATION:
             report, staged = _export_staged(config, model, multitask_model, served, stage,
                                             version, formats, tflite_quant, tolerances,
-                                            max_parity_examples, preprocessing)
+                                            max_parity_examples, preprocessing, model_dir)
         else:
             report, staged = task_export.export_staged(
                 config, model, model_dir, stage, version, formats,
@@ -287,7 +299,7 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
         entry["bytes"] = _dir_bytes(path) if path.is_dir() else path.stat().st_size
         if heads:
             entry["heads"] = heads[key]
-        if key.startswith("tflite") and float_tflite is not None:
+        if key.startswith("tflite") and key != "tflite_assets" and float_tflite is not None:
             entry["size_vs_tflite_float32"] = round(entry["bytes"] / float_tflite.stat().st_size, 4)
     report["savedmodel"].update({
         "version": int(version),
@@ -303,7 +315,8 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
 
 
 def _export_staged(config, model, multitask_model, served, stage, version, formats,
-                   tflite_quant, tolerances, max_parity_examples, preprocessing=None):
+                   tflite_quant, tolerances, max_parity_examples, preprocessing=None,
+                   model_dir=None):
     """Writes every artifact under `stage` and checks it; returns `(report, {key: path})`.
 
     `preprocessing` (the model directory's fitted tokenizer / tabular normaliser, None when
@@ -315,7 +328,7 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
     savedmodel_dir = savedmodel_export.export_savedmodel(
         served, stage / "savedmodel", version,
         warmup_examples=examples.warmup_examples(config, preprocessing=preprocessing),
-        model_name=config.model.name, preprocessing=text_signature.text_only(preprocessing),
+        model_name=config.model.name, preprocessing=preprocessing,
         wav_rate=config.model.audio_encoder.serve_wav_rate,
     )
     timings = {"savedmodel": round(time.time() - t0, 1)}
@@ -330,6 +343,12 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         model, convert_source, stage, formats, tflite_quant, config, timings, preprocessing)
     if convert_source != savedmodel_dir:
         shutil.rmtree(convert_source, ignore_errors=True)
+    raw = sm.raw_features(served, preprocessing)
+    if "tflite" in artifacts:
+        assets = tflite_assets.write_assets(stage / "tflite", model_dir,
+                                            config, raw, sm.input_specs(model))
+        if assets is not None:
+            artifacts["tflite_assets"] = assets
     artifacts = {"savedmodel": savedmodel_dir, **artifacts}
 
     report = parity_lib.parity(
@@ -338,26 +357,34 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         max_examples=max_parity_examples, runners=runners, tolerances=tolerances,
         preprocessing=preprocessing,
     )
-    signatures = list(sm.supported_signatures(served))
+    signatures = list(sm.supported_signatures(served, preprocessing))
     if "savedmodel" in formats and sm.SERVE_RAW in signatures:
-        report["signatures"] = parity_lib.check_signatures(config, savedmodel_dir)
+        report["signatures"] = parity_lib.check_signatures(
+            config, model, savedmodel_dir, raw, preprocessing)
+    if "tflite_assets" in artifacts:
+        report["tflite_client_step"] = parity_lib.check_tflite_client_step(
+            config, model, artifacts["tflite"], artifacts["tflite_assets"], raw, preprocessing)
     if sm.modality_subsets(model):
-        tflite_paths = {key: path for key, path in artifacts.items() if key.startswith("tflite")}
+        tflite_paths = {key: path for key, path in artifacts.items()
+                        if key.startswith("tflite") and key != "tflite_assets"}
         report["subset_signatures"] = parity_lib.check_subset_signatures(
             config, model, savedmodel_dir, tflite_paths, tolerances,
             preprocessing=preprocessing)
     if multitask_model is not None:
         report["head_check"] = parity_lib.check_heads(
-            config, savedmodel_dir, model, multitask_model)
+            config, savedmodel_dir, model, multitask_model, preprocessing=preprocessing)
     if text_signature.text_only(preprocessing) is not None:
         rows = examples.rows(config, "test", examples.SIGNATURE_CHECK_EXAMPLES)
         modalities = sorted(config.model.modalities)
+        id_inputs = examples.pipeline_inputs(rows, config, modalities, preprocessing)
+        strings = examples.pipeline_inputs(rows, config, modalities)[features.TEXT]
         report["text_signature"] = text_signature.check_text_signature(
-            savedmodel_dir, examples.pipeline_inputs(rows, config, modalities),
-            examples.pipeline_inputs(rows, config, modalities, preprocessing),
-            parity_lib.SIGNATURE_TOLERANCE)
+            savedmodel_dir, dict(id_inputs, **{features.TEXT: strings}),
+            id_inputs, parity_lib.SIGNATURE_TOLERANCE)
     for key, seconds in timings.items():
         report.setdefault(key, {})["export_seconds"] = seconds
+    if text_signature.text_only(preprocessing) is not None:
+        signatures.append(text_signature.SERVE_TEXT)
     report["savedmodel"].update({
         "signatures": signatures,
         "outputs": sm.output_names(served),
@@ -369,12 +396,14 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         "model_name": config.model.name,
         "all_heads": multitask_model is not None,
         "formats": [k for k in artifacts if k in report and "passed" in report[k]],
+        "raw_inputs": raw_inputs.describe(raw) if raw is not None else None,
     })
-    checked = [report[k] for k in artifacts if "passed" in report[k]]
+    checked = [report[k] for k in artifacts if "passed" in report.get(k, {})]
     checked += list(report.get("signatures", {}).values())
     checked += list(report.get("subset_signatures", {}).values())
     checked += list(report.get("head_check", {}).values())
     checked += [report["text_signature"]] if "text_signature" in report else []
+    checked += [report["tflite_client_step"]] if "tflite_client_step" in report else []
     report["passed"] = all(entry["passed"] for entry in checked)
     return report, artifacts
 
@@ -388,6 +417,8 @@ def _publish(staged, stage, out, version_dir):
             continue
         target = out / path.relative_to(stage)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():  # the previous export's TFLite assets
+            shutil.rmtree(target)
         os.replace(path, target)
         final[key] = target
     version_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -491,8 +522,15 @@ def main(argv=None):
               f"accuracy={r['accuracy']:.4f} (keras {report['keras']['accuracy']:.4f}) "
               f"{'OK' if r['passed'] else 'FAILED'}")
     for name, r in report.get("signatures", {}).items():
-        print(f"[export] signature {name}: max|diff| vs serving_default="
-              f"{r['max_abs_diff_vs_serving_default']:.2e} {'OK' if r['passed'] else 'FAILED'}")
+        print(f"[export] signature {name} (raw inputs {', '.join(r['inputs'])}; "
+              f"{r['nan_cells']} NaN cell(s)): max|diff| vs serving_default="
+              f"{r['max_abs_diff_vs_serving_default']:.2e}, vs keras="
+              f"{r['max_abs_diff_vs_keras']:.2e} {'OK' if r['passed'] else 'FAILED'}")
+    if "tflite_client_step" in report:
+        r = report["tflite_client_step"]
+        print(f"[export] tflite + client step (serving.client.tflite_inputs on raw inputs, "
+              f"assets in tflite/assets/): max|diff| vs keras={r['max_abs_diff_vs_keras']:.2e} "
+              f"{'OK' if r['passed'] else 'FAILED'}")
     for name, r in report.get("subset_signatures", {}).items():
         diffs = " ".join(f"{k}={v:.2e}" for k, v in r["max_abs_diff"].items())
         print(f"[export] signature {name}: max|diff| vs serving_default with "

@@ -33,6 +33,7 @@ versions and signatures.
 """
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -133,6 +134,28 @@ def _files_fingerprint(path):
     return tuple(sorted(entries))
 
 
+RAW_SIGNATURE = "serve_raw"  # `serving_module.SERVE_RAW` (this module imports no model code)
+RAW_INPUTS_FILE = os.path.join("assets.extra", "raw_inputs.json")  # `serving/raw_inputs.py`
+
+
+def read_raw_inputs(version_path):
+    """The export's description of `serve_raw`'s inputs (None for exports without one)."""
+    path = os.path.join(version_path, RAW_INPUTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _raw_fields(raw, specs):
+    if raw is None:
+        return {}
+    groups = tuple((flag, tuple(names)) for flag, names in raw.get("groups", {}).items()
+                   if flag in specs and all(n in specs for n in names))
+    return {"nan_inputs": frozenset(n for n in raw.get("nan_inputs", []) if n in specs),
+            "groups": groups}
+
+
 @dataclasses.dataclass(frozen=True)
 class Signature:
     """One callable signature of a loaded version.
@@ -142,12 +165,18 @@ class Signature:
         function: the concrete function; call it with keyword tensors.
         input_specs: `{input_name: tf.TensorSpec}` from `structured_input_signature`.
         output_specs: `{output_name: tf.TensorSpec}` from `structured_outputs`.
+        nan_inputs: inputs where NaN (JSON `null`) means a missing value (a raw signature's
+            numeric table columns; `assets.extra/raw_inputs.json`).
+        groups: `((flag, (inputs...)), ...)`: a modality's flag and the inputs a request may
+            leave out together with it (a raw signature's table columns).
     """
 
     name: str
     function: object
     input_specs: dict
     output_specs: dict
+    nan_inputs: frozenset = frozenset()
+    groups: tuple = ()
 
 
 class ModelVersion:
@@ -159,6 +188,7 @@ class ModelVersion:
         self.path = path
         self.loaded = tf.saved_model.load(path)  # Keep a reference: signatures need it alive.
         self.signature_def_map = read_signature_defs(path)
+        raw = read_raw_inputs(path)
         self.signatures = {}
         for name, function in self.loaded.signatures.items():
             args, kwargs = function.structured_input_signature
@@ -173,6 +203,7 @@ class ModelVersion:
                 function=function,
                 input_specs=dict(kwargs),
                 output_specs={k: tf.TensorSpec(v.shape, v.dtype) for k, v in outputs.items()},
+                **(_raw_fields(raw, kwargs) if name == RAW_SIGNATURE else {}),
             )
 
     def signature(self, name=None):

@@ -4,7 +4,6 @@
 """
 
 import dataclasses
-import pathlib
 
 import numpy as np
 
@@ -105,14 +104,18 @@ def parity(config, model, savedmodel_dir=None, tflite_path=None, max_examples=No
     return result
 
 
-def check_signatures(config, savedmodel_dir, count=examples.SIGNATURE_CHECK_EXAMPLES,
-                     tolerance=SIGNATURE_TOLERANCE):
-    """`serve_raw` and `serve_examples` vs `serving_default` on real test files.
+def check_signatures(config, model, savedmodel_dir, raw, preprocessing=None,
+                     count=examples.SIGNATURE_CHECK_EXAMPLES, tolerance=SIGNATURE_TOLERANCE):
+    """`serve_raw` and `serve_examples` on what a client has vs the training pipeline.
 
-    `serving_default` gets the tensors of the training pipeline; `serve_raw` the files'
-    bytes; `serve_examples` Examples written by `example_schema.to_example`. Every head's
-    probabilities and class ids are compared (`probabilities`, `class_id`, and with
-    `--all-heads` the `<task>_...` pairs).
+    On real test rows (`examples.signature_check_rows`: a modality marked missing in rows 1
+    and 2, a NaN number and an unseen category in a tabular row), `serve_raw` gets the files'
+    bytes, the raw strings, the table cells (`examples.raw_batch`) and `serve_examples` the
+    same values as `tf.train.Example`s (`examples.raw_examples`: missing values left out,
+    flags explicit in even rows and inferred in odd ones). Both are compared with
+    `serving_default` on the pipeline's tensors (decoded, tokenized, normalised with the
+    fitted `preprocessing`) and with the Keras model on those tensors: every head's
+    probabilities within `tolerance`, the same class ids.
     """
     import tensorflow as tf
 
@@ -122,28 +125,20 @@ def check_signatures(config, savedmodel_dir, count=examples.SIGNATURE_CHECK_EXAM
 
     columns = examples.signature_check_rows(config, count)
     modalities = sorted(config.model.modalities)
-    n = len(columns["label"])
-    x = examples.pipeline_inputs(columns, config, modalities)
+    x = examples.pipeline_inputs(columns, config, modalities, preprocessing)
     signatures = tf.saved_model.load(str(savedmodel_dir)).signatures
     reference = {k: v.numpy() for k, v in signatures[sm.SERVING_DEFAULT](**x).items()}
+    keras_probs = model(x, training=False)
+    if isinstance(keras_probs, dict):
+        keras_probs = keras_probs[features.PROBABILITIES]
+    keras_probs = np.asarray(keras_probs)
     pairs = [(k, k[:-len(features.PROBABILITIES)] + features.CLASS_ID)
              for k in reference if k.endswith(features.PROBABILITIES)]
-
-    def read(path):
-        return pathlib.Path(path).read_bytes() if path else b""
-
-    raw = {}
-    for m in modalities:
-        raw[example_schema.bytes_key(m)] = tf.constant([read(p) for p in columns[m]])
-        raw[features.presence_key(m)] = tf.constant(columns[features.presence_key(m)], tf.float32)
-    serialized = []
-    for i in range(n):
-        kwargs = {m: (columns[m][i] or None) for m in modalities}
-        serialized.append(example_schema.to_example(
-            label=int(columns["label"][i]), sample_rate=config.model.audio_encoder.sample_rate,
-            **kwargs).SerializeToString())
+    batch = examples.raw_batch(columns, raw)
+    serialized = [e.SerializeToString() for e in examples.raw_examples(batch, raw)]
     outputs = {
-        sm.SERVE_RAW: signatures[sm.SERVE_RAW](**raw),
+        sm.SERVE_RAW: signatures[sm.SERVE_RAW](
+            **{k: tf.constant(v) for k, v in batch.items()}),
         sm.SERVE_EXAMPLES: signatures[sm.SERVE_EXAMPLES](
             **{example_schema.SERIALIZED: tf.constant(serialized)}),
     }
@@ -154,9 +149,39 @@ def check_signatures(config, savedmodel_dir, count=examples.SIGNATURE_CHECK_EXAM
             probs = out[probabilities].numpy()
             diff = max(diff, float(np.abs(probs - reference[probabilities]).max()))
             same_class &= bool((out[class_id].numpy() == reference[probabilities].argmax(-1)).all())
-        report[name] = {"examples": n, "max_abs_diff_vs_serving_default": diff,
-                        "tolerance": tolerance, "passed": bool(diff <= tolerance and same_class)}
+        vs_keras = float(np.abs(out[features.PROBABILITIES].numpy() - keras_probs).max())
+        report[name] = {"examples": len(serialized), "inputs": sorted(batch),
+                        "max_abs_diff_vs_serving_default": diff,
+                        "max_abs_diff_vs_keras": vs_keras, "tolerance": tolerance,
+                        "nan_cells": examples.nan_cells(batch, raw),
+                        "passed": bool(diff <= tolerance and vs_keras <= tolerance
+                                       and same_class)}
     return report
+
+
+def check_tflite_client_step(config, model, tflite_path, assets_dir, raw, preprocessing=None,
+                             count=examples.SIGNATURE_CHECK_EXAMPLES,
+                             tolerance=TOLERANCES["tflite"].max_abs_diff):
+    """The TFLite model on `serving.client.tflite_inputs` of raw values (the documented client
+    step: numpy tokenizer, tabular normalisation, PIL / wave decoding) vs Keras on the
+    pipeline's tensors of the same rows (those of `check_signatures`)."""
+    from mmkeras import features
+    from serving import client
+
+    columns = examples.signature_check_rows(config, count)
+    x = examples.pipeline_inputs(columns, config, sorted(config.model.modalities), preprocessing)
+    expected = np.asarray(model(x, training=False))
+    batch = examples.raw_batch(columns, raw)
+    fed = client.tflite_inputs(assets_dir, batch)
+    got = tflite_export.tflite_runner(tflite_path)(fed)[features.PROBABILITIES]
+    diff = float(np.abs(np.asarray(got) - expected).max())
+    ids_equal = {k: bool(np.array_equal(np.asarray(fed[k]), np.asarray(x[k])))
+                 for k in fed if np.asarray(fed[k]).dtype.kind in "iu"}
+    return {"examples": int(len(expected)), "max_abs_diff_vs_keras": diff,
+            "token_ids_equal_pipeline": ids_equal, "tolerance": tolerance,
+            "nan_cells": examples.nan_cells(batch, raw),
+            "passed": bool(diff <= tolerance and all(ids_equal.values())
+                           and (np.asarray(got).argmax(-1) == expected.argmax(-1)).all())}
 
 
 def subset_reference_inputs(x, subset):
@@ -231,7 +256,8 @@ def check_subset_signatures(config, model, savedmodel_dir, tflite_paths=None, to
 
 
 def check_heads(config, savedmodel_dir, model, multitask_model,
-                count=examples.SIGNATURE_CHECK_EXAMPLES, tolerance=SIGNATURE_TOLERANCE):
+                count=examples.SIGNATURE_CHECK_EXAMPLES, tolerance=SIGNATURE_TOLERANCE,
+                preprocessing=None):
     """An `--all-heads` SavedModel's `serving_default` vs Keras on real test rows, per head.
 
     The main `probabilities` are compared with `model` (`model.keras`, what the other formats
@@ -248,7 +274,8 @@ def check_heads(config, savedmodel_dir, model, multitask_model,
     from serving import serving_module as sm
 
     columns = examples.signature_check_rows(config, count)
-    x = examples.pipeline_inputs(columns, config, sorted(config.model.modalities))
+    x = examples.pipeline_inputs(columns, config, sorted(config.model.modalities),
+                                 preprocessing)
     out = tf.saved_model.load(str(savedmodel_dir)).signatures[sm.SERVING_DEFAULT](**x)
     references = dict(multitask_model(x, training=False))
     references[features.PROBABILITIES] = model(x, training=False)

@@ -63,6 +63,15 @@ MONITORING_PATH = "/monitoring/batching"
 _NOT_PARSED = object()
 
 
+def _null_to_nan(value):
+    """JSON nulls of a column where NaN means missing (a raw table column) -> NaN."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, list):
+        return [_null_to_nan(v) for v in value]
+    return value
+
+
 def _row_column(name, values, spec):
     """A row-format column where some rows left the input out (None): zeros for those rows."""
     dtype = numpy_dtype(spec)
@@ -211,12 +220,23 @@ class RestApi:
     def decode_inputs(signature, request):
         """`{input_name: np.ndarray}` of a parsed request (row or columnar format)."""
         specs = signature.input_specs
+        nan_inputs = getattr(signature, "nan_inputs", frozenset())
         if "inputs" in request:
             columns = codec.columnar_inputs(request["inputs"], specs, signature.name)
-            return {k: _decode(k, v, specs) for k, v in columns.items()}
+            return {k: _decode(k, _null_to_nan(v) if k in nan_inputs else v, specs)
+                    for k, v in columns.items()}
         optional = {n for f, data in omittable(signature).items() for n in [f, *data]}
         columns, rows = codec.rows_to_columns(request["instances"], specs, signature.name,
                                               optional)
+        groups = dict(getattr(signature, "groups", ()))
+        for name in nan_inputs & set(columns):
+            # null, or a row leaving the cell out while sending its modality: a missing value
+            group = next((g for g in groups.values() if name in g), (name,))
+            members = [columns[k] for k in group if k in columns]
+            if any(x is not None for x in columns[name]):
+                columns[name] = [
+                    v if v is not None or all(m[i] is None for m in members) else float("nan")
+                    for i, v in enumerate(columns[name])]
         partial = {k for k, v in columns.items() if any(x is None for x in v)}
         arrays = {}
         for name, values in columns.items():

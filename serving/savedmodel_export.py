@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 
 from mmkeras import model_dir as model_dir_lib
+from serving import raw_inputs
 from serving import text_signature
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -76,18 +77,21 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
                       wav_rate="resample"):
     """Writes `<base>/<version>/` (with warm-up requests) atomically; returns its path.
 
-    `preprocessing` (a text model's fitted `Preprocessing`) adds the `serve_text` signature,
-    which takes raw strings (`serving/text_signature.py`). `archive` (an `ExportArchive`)
-    replaces the classification signatures of `build_archive(model)` (the other tasks:
-    `serving/tasks/`); `warmup_by_signature` `{signature: inputs}` adds warm-up requests for
-    other signatures than `serving_default`. `wav_rate`: what `serve_raw` / `serve_examples`
-    do with a WAV at another rate (`serving_module.build_archive`).
+    `preprocessing` (the model directory's fitted `Preprocessing`, for text and tabular
+    models) puts the tokenizer and the tabular lookups into `serve_raw` and `serve_examples`
+    (`serving/raw_inputs.py`; their description goes to `assets.extra/raw_inputs.json`) and,
+    for a text model, adds `serve_text` (`serving/text_signature.py`). `archive` (an
+    `ExportArchive`) replaces the classification signatures of `build_archive(model)` (the
+    other tasks: `serving/tasks/`); `warmup_by_signature` `{signature: inputs}` adds warm-up
+    requests for other signatures than `serving_default`. `wav_rate`: what `serve_raw` /
+    `serve_examples` do with a WAV at another rate (`serving_module.build_archive`).
 
     Everything is written into `<base>/.tmp-<pid>-version-<version>` and renamed at the end;
     on any error the temporary directory is removed and no version appears. (`export` calls
     it on a staging directory and publishes the version only after every check passed.)
     """
     from serving.serving_module import build_archive
+    from serving.serving_module import raw_features
 
     base = pathlib.Path(base)
     base.mkdir(parents=True, exist_ok=True)
@@ -99,11 +103,16 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
+        raw = None
         if archive is None:
-            archive = build_archive(model, wav_rate=wav_rate)
-            if preprocessing is not None:
+            archive = build_archive(model, preprocessing=preprocessing, wav_rate=wav_rate)
+            if text_signature.text_only(preprocessing) is not None:
                 text_signature.add_text_endpoint(archive, model, preprocessing)
+            raw = raw_features(model, preprocessing)
         archive.write_out(str(tmp), verbose=False)
+        if raw is not None:
+            model_dir_lib.write_json(tmp / "assets.extra" / raw_inputs.RAW_INPUTS_FILE,
+                                     raw_inputs.describe(raw))
         if warmup_examples is not None or warmup_by_signature:
             write_warmup(tmp, model_name or base.name, warmup_examples, warmup_by_signature)
         os.rename(tmp, final)

@@ -14,16 +14,37 @@ what they have. Every signature returns the same named outputs:
 A multi-task model's output dict holds the main head under `probabilities` and each auxiliary
 head under its task's name (`audio_digit`, `parity`, ...); `head_names` lists them.
 
-| signature        | inputs (batch dimension open)                                        |
-|------------------|----------------------------------------------------------------------|
-| `serving_default`| `image` f32 [B,28,28,1], `audio` f32 [B,N], `<m>_present` f32 [B]     |
-| `serve_raw`      | `image_bytes` string [B] (PNG/JPEG), `audio_bytes` string [B] (16-bit |
-|                  | WAV), `<m>_present` f32 [B] (0: the bytes are ignored, may be empty)  |
-| `serve_examples` | `examples` string [B]: serialized `tf.train.Example`s in the schema   |
-|                  | of `mmkeras.data.example_schema`                                      |
-| `serve_<m..>_only`| the data inputs of those modalities only (`serve_image_only`: `image`);|
-|                  | every other modality is set missing inside the graph: zeros (`""` for |
-|                  | strings) and `<m>_present` = 0; the given modalities' flags are 1     |
+| signature        | inputs (batch dimension open)                  | runs in                   |
+|------------------|------------------------------------------------|---------------------------|
+| `serving_default`| what the model takes: `image` f32 [B,H,W,C] in | SavedModel, TFLite, ONNX  |
+|                  | [0,1], `audio` f32 [B,N], `text` i32 [B,L]     | (the tensor signature)    |
+|                  | token ids, `tabular` f32 [B,n+k] (normalised   |                           |
+|                  | numbers, then category ids), `<m>_present` f32 |                           |
+| `serve_raw`      | what a client has, per feature name            | SavedModel                |
+|                  | (`serving/raw_inputs.py`): `image_bytes` /     | (TF Serving,              |
+|                  | `audio_bytes` string [B] (PNG/JPEG, 16-bit     | `serving.server`)         |
+|                  | WAV), `text` string [B] (tokenized inside by   |                           |
+|                  | the saved tokenizer), one input per table      |                           |
+|                  | column: numbers f32 [B] (NaN = missing,        |                           |
+|                  | imputed as in tf.data) and categories string   |                           |
+|                  | [B] (train vocabulary lookup inside), and      |                           |
+|                  | `<m>_present` f32 [B] (0: inputs ignored)      |                           |
+| `serve_examples` | `examples` string [B]: serialized              | SavedModel                |
+|                  | `tf.train.Example`s with the same raw features |                           |
+|                  | (`image`/`audio` bytes, `text` bytes, columns  |                           |
+|                  | as float / bytes; absent = missing, an absent  |                           |
+|                  | flag inferred from the features given)         |                           |
+| `serve_text`     | `serving_default`'s inputs with `text` a string| SavedModel (text models)  |
+|                  | [B] (`serving/text_signature.py`)              |                           |
+| `serve_<m..>_only`| the data inputs of those modalities only      | SavedModel, TFLite        |
+|                  | (`serve_image_only`: `image`); every other     |                           |
+|                  | modality is set missing inside the graph:      |                           |
+|                  | zeros (`""` for strings) and `<m>_present` = 0 |                           |
+
+A TFLite client has no string ops: it runs the documented client step
+`serving.client.tflite_inputs(DIR/export/tflite/assets, raw)` (numpy: the same tokenizer,
+imputation, normalisation and lookups from the exported vocabulary and `tabular.json`), then
+TFLite's `serving_default` (`serving/tflite_assets.py`).
 
 Missing modality is part of the contract: a client that lacks a modality calls the signature
 of the modalities it has. One `serve_<m1>_<m2>_only` signature (modalities in sorted order,
@@ -37,7 +58,7 @@ decoded), and `serve_examples` takes Examples that leave a modality's features o
 (each signature has the inputs of the modalities the model takes). `serving_default` is also
 what TF Serving uses when a request names no signature. TFLite carries it and the
 `serve_<m..>_only` signatures (`tensor_signatures`; `serve_raw` and `serve_examples` need string
-ops), ONNX `serving_default` alone; `serving.export` converts those from an archive of the main
+ops and lookup tables), ONNX `serving_default` alone; `serving.export` converts those from an archive of the main
 head alone, so they carry `probabilities` and `class_id` only. The decoders are `mmkeras.data.example_schema`'s, which
 reproduce the training pipeline's decoding exactly with core TensorFlow ops only. WAV sample
 rates (`serve_raw`, `serve_examples`): a WAV at another rate than the model's (read from its
@@ -47,9 +68,9 @@ rates (`serve_raw`, `serve_examples`): a WAV at another rate than the model's (r
 InvalidArgumentError naming both rates (HTTP 400 / gRPC INVALID_ARGUMENT from the servers,
 `serving/batching.py`). TFLite has neither signature: its `audio` input takes samples at
 the model's rate (resample before calling it). `serve_raw` and `serve_examples` exist
-for models whose modalities all have an encoded form in the schema (image, audio); other
-models (text, video, tabular, ...) get `serving_default` and the `serve_<m..>_only` ones
-(`supported_signatures`).
+for models whose inputs all have a raw form (image, audio, and text and tabular given the model
+directory's fitted `Preprocessing`); other models (video, time series) get `serving_default`
+and the `serve_<m..>_only` ones (`supported_signatures`).
 """
 
 import itertools
@@ -59,6 +80,7 @@ import tensorflow as tf
 
 from mmkeras import features
 from mmkeras.data import example_schema
+from serving import raw_inputs
 from serving.errors import DEFAULT_SIGNATURE
 
 SERVING_DEFAULT = DEFAULT_SIGNATURE  # one name for the package (serving/errors.py)
@@ -93,15 +115,13 @@ def modality_shapes(model):
     }
 
 
-def raw_input_specs(model):
-    """The `serve_raw` inputs: `<m>_bytes` strings and `<m>_present` flags."""
-    specs = {}
-    for m in modality_shapes(model):
-        key = example_schema.bytes_key(m)
-        specs[key] = tf.TensorSpec([None], tf.string, name=key)
-        flag = features.presence_key(m)
-        specs[flag] = tf.TensorSpec([None], tf.float32, name=flag)
-    return specs
+def raw_input_specs(model, preprocessing=None, kinds=None):
+    """The `serve_raw` inputs (`serving/raw_inputs.py`): `<m>_bytes` strings for images and
+    audio, strings for text, one input per tabular column, and the `<m>_present` flags."""
+    raw = raw_features(model, preprocessing, kinds)
+    if raw is None:
+        raise ValueError(f"No raw form for every input of {sorted(input_specs(model))}.")
+    return raw_inputs.input_specs(raw)
 
 
 def examples_input_specs():
@@ -133,11 +153,19 @@ def modality_subsets(model):
     return subsets
 
 
-def supported_signatures(model):
+def raw_features(model, preprocessing=None, kinds=None):
+    """The raw inputs of `serve_raw` (`serving/raw_inputs.py`), or None when a modality has
+    no raw form (video, time series; text or tabular without the fitted `preprocessing`)."""
+    raw = raw_inputs.raw_features(input_specs(model), preprocessing, kinds)
+    if not raw or any(f.kind == raw_inputs.TENSOR for f in raw):
+        return None
+    return raw
+
+
+def supported_signatures(model, preprocessing=None, kinds=None):
     """The signatures `build_archive` can make for `model` (see the module docstring)."""
-    shapes = modality_shapes(model)
     subsets = tuple(modality_subsets(model))
-    if shapes and set(shapes) <= set(example_schema.ENCODED_MODALITIES):
+    if raw_features(model, preprocessing, kinds) is not None:
         return SIGNATURES + subsets
     return (SERVING_DEFAULT,) + subsets
 
@@ -174,6 +202,19 @@ def complete_inputs(inputs, specs, modalities):
         else:
             result[name] = tf.zeros(shape, spec.dtype)
     return result
+
+
+def preprocessing_resources(preprocessing):
+    """What the raw signatures' graph holds of `preprocessing`: the tokenizer (a Keras layer)
+    and the tabular lookup tables (made here, eagerly, so the SavedModel saves them)."""
+    resources = []
+    tokenizer = preprocessing.text_preprocessor or preprocessing.vectorizer
+    if tokenizer is not None:
+        preprocessing.text_ids(tf.constant([""]))  # builds the layer (an eager call)
+        resources.append(tokenizer)
+    if preprocessing.tabular:
+        resources += preprocessing.lookup_tables()
+    return resources
 
 
 def head_names(model):
@@ -214,16 +255,20 @@ def audio_sample_rate(model):
     return None
 
 
-def build_archive(model, signatures=None, wav_rate="resample", sample_rate=None):
+def build_archive(model, signatures=None, preprocessing=None, kinds=None, wav_rate="resample",
+                  sample_rate=None):
     """An `ExportArchive` holding `signatures` (default: `supported_signatures(model)`).
 
     `model` returns the main head's probabilities, or (multi-task) a dict of every head's with
     the main head under `probabilities`; each signature returns `output_names(model)`.
-    `wav_rate` (`"resample"` or `"reject"`) is what `serve_raw` / `serve_examples` do with a
-    WAV whose rate is not the model's: `sample_rate`, by default `audio_sample_rate(model)`
-    (None when the model has no spectrogram layer: WAV rates are then not checked).
+    `preprocessing` (the model directory's fitted `Preprocessing`) puts the tokenizer and the
+    tabular lookup tables into the graph of `serve_raw` and `serve_examples`; `kinds` maps
+    feature names to modality types (`serving/raw_inputs.py`). `wav_rate` (`"resample"` or
+    `"reject"`) is what `serve_raw` / `serve_examples` do with a WAV whose rate is not the
+    model's: `sample_rate`, by default `audio_sample_rate(model)` (None when the model has no
+    spectrogram layer: WAV rates are then not checked).
     """
-    supported = supported_signatures(model)
+    supported = supported_signatures(model, preprocessing, kinds)
     signatures = supported if signatures is None else tuple(signatures)
     unsupported = set(signatures) - set(supported)
     if unsupported:
@@ -231,7 +276,6 @@ def build_archive(model, signatures=None, wav_rate="resample", sample_rate=None)
             f"Signatures {sorted(unsupported)} are not available for inputs "
             f"{sorted(input_specs(model))}; this model supports {list(supported)}."
         )
-    shapes = modality_shapes(model)
     heads = head_names(model)
     rate = {"audio_sample_rate": sample_rate or audio_sample_rate(model), "wav_rate": wav_rate}
 
@@ -246,21 +290,20 @@ def build_archive(model, signatures=None, wav_rate="resample", sample_rate=None)
             result[class_id_name] = tf.argmax(outputs[head], axis=-1)
         return result
 
+    specs = input_specs(model)
+    raw = raw_features(model, preprocessing, kinds)
+
     def serve_raw(inputs):
-        encoded = {m: inputs[example_schema.bytes_key(m)] for m in shapes}
-        present = {m: inputs[features.presence_key(m)] for m in shapes}
-        return serve(example_schema.decode_batch(encoded, present, shapes, **rate))
+        return serve(raw_inputs.to_model_inputs(inputs, raw, specs, preprocessing, rate=rate))
 
     def serve_examples(inputs):
-        return serve(example_schema.parse_examples(
-            inputs[example_schema.SERIALIZED], shapes, **rate))
+        parsed = raw_inputs.parse_examples(inputs[example_schema.SERIALIZED], raw)
+        return serve(raw_inputs.to_model_inputs(parsed, raw, specs, preprocessing, rate=rate))
 
-    specs = input_specs(model)
-    endpoints = {
-        SERVING_DEFAULT: (serve, specs),
-        SERVE_RAW: (serve_raw, raw_input_specs(model)),
-        SERVE_EXAMPLES: (serve_examples, examples_input_specs()),
-    }
+    endpoints = {SERVING_DEFAULT: (serve, specs)}
+    if raw is not None:
+        endpoints[SERVE_RAW] = (serve_raw, raw_inputs.input_specs(raw))
+        endpoints[SERVE_EXAMPLES] = (serve_examples, examples_input_specs())
     for name, subset in modality_subsets(model).items():
         def serve_subset(inputs, subset=subset):
             return serve(complete_inputs(inputs, specs, subset))
@@ -268,6 +311,9 @@ def build_archive(model, signatures=None, wav_rate="resample", sample_rate=None)
         endpoints[name] = (serve_subset, {m: specs[m] for m in subset})
     archive = keras.export.ExportArchive()
     archive.track(model)
+    if raw is not None and preprocessing is not None:
+        for resource in preprocessing_resources(preprocessing):
+            archive.track(resource)
     for name in endpoints:
         if name in signatures:
             fn, fn_specs = endpoints[name]

@@ -8,6 +8,11 @@ raises `InvalidArgumentError` with one line naming the input (and, for values, t
 - values: floats must be finite (NaN and Inf are refused unless `allow_non_finite`);
   presence flags (`<m>_present`) must be exactly 0 or 1.
 
+Raw table columns (`serve_raw` of a tabular model, described by the export's
+`assets.extra/raw_inputs.json`): NaN marks a missing number there (imputed in the graph), so
+NaN is accepted in those inputs (JSON `null` over REST), Inf is not; and the columns form the
+tabular modality's group, left out together with `tabular_present` as below.
+
 Omitted modalities: when a signature has an input `<m>_present`, a request may leave out
 `<m>` (and `<m>_bytes`, for `serve_raw`) together with the flag, or send the flag as 0; the
 input is then filled with zeros of its dtype and shape (`b""` for strings) and the flag with 0,
@@ -42,6 +47,8 @@ def omittable(signature):
             data = [k for k in (modality, modality + _BYTES_SUFFIX) if k in specs]
             if data:
                 result[name] = data
+    for flag, data in getattr(signature, "groups", ()):  # a raw signature's table columns
+        result[flag] = list(data)
     return result
 
 
@@ -153,6 +160,15 @@ def check_values(input_name, array, allow_non_finite=False):
             )
 
 
+def check_no_infinity(input_name, array):
+    """A column where NaN means missing (a raw table column) still refuses +-Inf."""
+    if array.dtype.kind == "f" and array.size and np.isinf(array).any():
+        where = _first_example(np.isinf(array))
+        raise InvalidArgumentError(
+            f"input '{input_name}' {_where(where)} is {array[where[1]]}: infinite values are "
+            f"refused (NaN or null marks a missing value)")
+
+
 def batch_size(signature, arrays):
     """The common leading dimension of the inputs; InvalidArgument naming them when they differ.
 
@@ -226,7 +242,11 @@ def validate(signature, arrays, allow_non_finite=False):
     for name, array in arrays.items():
         check_array(name, signature.input_specs[name], array)
     batch = batch_size(signature, arrays)
+    nan_inputs = getattr(signature, "nan_inputs", frozenset())
     for name, array in arrays.items():
-        check_values(name, array, allow_non_finite)
+        if name in nan_inputs:
+            check_no_infinity(name, array)
+        else:
+            check_values(name, array, allow_non_finite)
     arrays = fill_omitted(signature, arrays, batch)
     return arrays, batch

@@ -109,25 +109,38 @@ class Preprocessing:
             tabular = json.loads((directory / TABULAR_FILE).read_text())
         return cls(vectorizer, tabular, text_preprocessor)
 
+    def lookup_tables(self):
+        """The categorical columns' lookup tables (made on first use; a serving export makes
+        them eagerly so that its graph can hold them)."""
+        return self._lookup_tables()
+
     def _lookup_tables(self):
         if self._tables is None:
-            # Created eagerly even when first called inside a tf.data map's trace: the tables
-            # are shared by every dataset (train, validation, test) built from this object.
-            with tf.init_scope():
-                tables = []
-                for vocab in self.tabular["vocabularies"]:
-                    keys = tf.constant(vocab or ["\0"], tf.string)
-                    ids = tf.range(1, len(vocab or ["\0"]) + 1, dtype=tf.int64)
-                    init = tf.lookup.KeyValueTensorInitializer(keys, ids)
-                    tables.append(tf.lookup.StaticHashTable(init, default_value=0))
-            self._tables = tables
+            with tf.init_scope():  # eagerly, even when first called in a tf.data map trace:
+                self._tables = self._make_tables()  # every later map and graph reuses them
         return self._tables
 
+    def _make_tables(self):
+        tables = []
+        for vocab in self.tabular["vocabularies"]:
+            keys = tf.constant(vocab or ["\0"], tf.string)
+            ids = tf.range(1, len(vocab or ["\0"]) + 1, dtype=tf.int64)
+            init = tf.lookup.KeyValueTensorInitializer(keys, ids)
+            tables.append(tf.lookup.StaticHashTable(init, default_value=0))
+        return tables
+
     def tabular_vector(self, numbers, categories):
-        """`(..., n_numeric)` floats + `(..., n_categorical)` strings -> one float vector."""
+        """`(..., n_numeric)` floats + `(..., n_categorical)` strings -> one float vector.
+
+        A NaN number is missing and imputed with the column's `fill` value (tabular.json;
+        default its training mean, so it normalises to 0). The serving signatures call this
+        same function on raw table cells (`serving/raw_inputs.py`)."""
         mean = tf.constant(self.tabular["mean"], tf.float32)
         std = tf.constant(self.tabular["std"], tf.float32)
-        parts = [(tf.cast(numbers, tf.float32) - mean) / std]
+        fill = tf.constant(self.tabular.get("fill", self.tabular["mean"]), tf.float32)
+        numbers = tf.cast(numbers, tf.float32)
+        numbers = tf.where(tf.math.is_nan(numbers), fill + tf.zeros_like(numbers), numbers)
+        parts = [(numbers - mean) / std]
         for j, table in enumerate(self._lookup_tables()):
             parts.append(tf.cast(table.lookup(categories[..., j : j + 1]), tf.float32))
         return tf.concat(parts, axis=-1)

@@ -60,6 +60,12 @@ def test_minilm_trains_with_two_replicas_and_exports_raw_string_signature(data_r
     assert parity["savedmodel"]["max_abs_diff"] <= 1e-5
     assert parity["tflite"]["top1_agreement"] == 1.0  # BERT converts builtin-only (token ids in)
     assert parity["text_signature"]["passed"] and parity["text_signature"]["examples"] == 6
+    # serve_raw / serve_examples hold the preset tokenizer in the graph; TFLite takes its ids
+    # from the client step (keras_hub on the exported text_preprocessor/).
+    for name in ("serve_raw", "serve_examples"):
+        assert parity["signatures"][name]["passed"], parity["signatures"][name]
+    assert parity["tflite_client_step"]["passed"], parity["tflite_client_step"]
+    assert parity["tflite_client_step"]["token_ids_equal_pipeline"] == {"text": True}
 
     import keras_hub  # noqa: F401  (tensorflow-text ops for the tokenizer in the graph)
 
