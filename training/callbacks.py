@@ -8,6 +8,7 @@ import time
 
 import keras
 import numpy as np
+from tensorboard.plugins.hparams import api as hp
 import tensorflow as tf
 
 from mmkeras import model_dir as model_dir_lib
@@ -160,8 +161,6 @@ class HParamsLogger(keras.callbacks.Callback):
         self.trial_id = f"{trial_id}-{digest}"
 
     def on_train_begin(self, logs=None):
-        from tensorboard.plugins.hparams import api as hp
-
         with tf.summary.create_file_writer(os.path.join(self.log_dir, "hparams")).as_default():
             hp.hparams(self.hparams, trial_id=self.trial_id)
 

@@ -21,7 +21,13 @@ import subprocess
 import sys
 import time
 
+import yaml
+
 from mmkeras import errors
+from mmkeras.configs import ConfigError
+from mmkeras.configs import config_from_dict
+from mmkeras.configs import load_config
+from mmkeras.configs import to_dict
 
 EXPERIMENTS = ("image_only", "audio_only", "early_fusion", "late_fusion")
 CONFIG_DIR = pathlib.Path(__file__).parent / "configs" / "avmnist"
@@ -33,14 +39,9 @@ def _run(cmd):
 
 
 def is_up_to_date(model_dir, config):
-    import yaml
-
-    from mmkeras.configs import to_dict
-
     report, saved = model_dir / "report.json", model_dir / "config.yaml"
     if not (report.is_file() and saved.is_file() and (model_dir / "model.keras").is_file()):
         return False
-    from mmkeras.configs import ConfigError, config_from_dict
 
     with open(saved) as f:
         try:
@@ -75,8 +76,6 @@ def main(argv=None):
     parser.add_argument("--retrain", action="store_true", help="train even if a report exists")
     errors.add_flags(parser)
     args = parser.parse_args(argv)
-
-    from mmkeras.configs import load_config
 
     runs = pathlib.Path(args.runs_dir)
     runs.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,26 @@ MultiBench relative robustness and, given `--reference` (a model directory evalu
 
 import argparse
 import io
+import json
 import pathlib
 import sys
 import time
 
+import keras
 import numpy as np
 
 from mmkeras import errors
+from mmkeras.data import load_split
+from mmkeras.data import make_dataset
+from mmkeras.data.sources import dataset_dir_for
+from mmkeras.explain import robustness as rob
+from mmkeras.explain.robustness import accuracy
+from mmkeras.explain.robustness import drop_modality
+from mmkeras.explain.robustness import modalities_of
+from mmkeras.model_dir import load_model_dir
+from mmkeras.model_dir import write_json
+from mmkeras.models.multitask import TARGETS
+from training.report import classification_metrics
 
 
 def load_examples(config, split="test", max_examples=None, batch_size=256, start=0, threads=1,
@@ -37,10 +50,6 @@ def load_examples(config, split="test", max_examples=None, batch_size=256, start
     `AudioIOTensor` was seen to return a wrong waveform for ~0.3% of the clips, differently
     on each pass, which made evaluations irreproducible.
     """
-    from mmkeras.data import load_split
-    from mmkeras.data import make_dataset
-    from mmkeras.data.sources import dataset_dir_for
-
     modalities = sorted(config.model.modalities)
     dataset_dir = dataset_dir_for(config.data, prepare=False)
     columns, _ = load_split(dataset_dir, split, config.data, modalities, config.model.num_classes)
@@ -69,10 +78,6 @@ def load_examples(config, split="test", max_examples=None, batch_size=256, start
 
 def missing_modality_accuracy(model, x, y):
     """Accuracy with all modalities present, each one missing, and all missing."""
-    from mmkeras.explain.robustness import accuracy
-    from mmkeras.explain.robustness import drop_modality
-    from mmkeras.explain.robustness import modalities_of
-
     modalities = modalities_of(x)
     result = {"all_present": accuracy(model, x, y)}
     if len(modalities) > 1:
@@ -91,9 +96,6 @@ def task_accuracy(model_dir, config, x, y):
     path = pathlib.Path(model_dir) / "multitask.keras"
     if not config.model.tasks or not path.is_file():
         return None
-    import keras
-
-    from mmkeras.models.multitask import TARGETS
 
     outputs = keras.saving.load_model(path).predict(x, batch_size=256, verbose=0)
     targets = {"probabilities": "label", **{t.name: t.target for t in config.model.tasks}}
@@ -173,13 +175,6 @@ def plot_robustness(result, out_dir, name=""):
 def evaluate(model_dir, robustness=False, split="test", max_examples=None, levels=None,
              reference=None, seed=0):
     """Evaluates `model_dir`; returns the `eval.json` payload (and writes the files)."""
-    import json
-
-    from mmkeras.explain import robustness as rob
-    from mmkeras.model_dir import load_model_dir
-    from training.report import classification_metrics
-    from mmkeras.model_dir import write_json
-
     model_dir = pathlib.Path(model_dir)
     start = time.time()
     config, model = load_model_dir(model_dir)

@@ -26,6 +26,17 @@ import sys
 import numpy as np
 
 from mmkeras import errors
+from mmkeras import features
+from mmkeras.explain import flatten_model
+from mmkeras.explain import image_gradcam_plus_plus
+from mmkeras.explain import image_saliency
+from mmkeras.explain import integrated_gradients
+from mmkeras.explain import presence_ablation
+from mmkeras.explain.attribution import present_modalities
+from mmkeras.explain.robustness import modalities_of
+from mmkeras.model_dir import load_model_dir
+from mmkeras.model_dir import write_json
+from training.evaluate import load_examples
 
 
 def _plt():
@@ -150,18 +161,6 @@ def write_report(out, summary, figures):
 
 def explain(model_dir, index, out=None, split="test", target="predicted", steps=64):
     """Explains example `index` of `split`; returns the summary dict (and writes the files)."""
-    from mmkeras import features
-    from mmkeras.explain import flatten_model
-    from mmkeras.explain import image_gradcam_plus_plus
-    from mmkeras.explain import image_saliency
-    from mmkeras.explain import integrated_gradients
-    from mmkeras.explain import presence_ablation
-    from mmkeras.explain.attribution import present_modalities
-    from mmkeras.explain.robustness import modalities_of
-    from mmkeras.model_dir import load_model_dir
-    from training.evaluate import load_examples
-    from mmkeras.model_dir import write_json
-
     model_dir = pathlib.Path(model_dir)
     out = pathlib.Path(out) if out else model_dir / "explain" / f"{split}-{index}"
     out.mkdir(parents=True, exist_ok=True)

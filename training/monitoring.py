@@ -28,13 +28,17 @@ weights are skipped with one message.
 import os
 import pathlib
 
+from PIL import Image
 import keras
 import numpy as np
+from tensorboard.plugins import projector
 import tensorflow as tf
 
 from mmkeras import features
 from mmkeras.explain import robustness as rob
 from mmkeras.explain.fusion import fusion_outputs
+from training.evaluate import curve_figure
+from training.evaluate import figure_png
 
 MONITOR_RUN = "monitor"
 
@@ -147,9 +151,6 @@ class MultimodalMonitor(keras.callbacks.Callback):
 
     def log(self, epoch):
         """Computes and writes everything for `epoch` (also callable outside `fit`)."""
-        from training.evaluate import curve_figure
-        from training.evaluate import figure_png
-
         model = self.model
         modalities = rob.modalities_of(self.x)
         clean = rob.accuracy(model, self.x, self.y)
@@ -186,8 +187,6 @@ class MultimodalMonitor(keras.callbacks.Callback):
             self._write_projector(captured, epoch)
 
     def _log_fusion_weights(self, captured, epoch):
-        from training.evaluate import figure_png
-
         names = captured["modalities"]
         if captured["weights"] is not None:
             weights = captured["weights"]
@@ -209,9 +208,6 @@ class MultimodalMonitor(keras.callbacks.Callback):
         _png_summary("fusion/weights", figure_png(_weights_figure(shown, names, title)), epoch)
 
     def _write_projector(self, captured, epoch):
-        from PIL import Image
-        from tensorboard.plugins import projector
-
         out = self.log_dir
         embedding = np.asarray(captured["embedding"], dtype="float32")
         embedding = embedding.reshape(len(embedding), -1)

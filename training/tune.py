@@ -48,19 +48,30 @@ of that trial's directory, i.e. from its last epoch.
 import copy
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
+from tensorboard.plugins.hparams import api as hp_api
+import tensorflow as tf
 import yaml
 
 from mmkeras import errors
+from mmkeras import model_dir as model_dir_lib
 from mmkeras.configs import ConfigError
 from mmkeras.configs import load_config
+from mmkeras.configs import parse_override
+from mmkeras.configs import save_config
+from mmkeras.configs import to_dict
+from training import report as report_lib
+from training.cli import experiment_parser
+from training.training_run import monitor_mode
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TUNER_DIR = "keras_tuner"
@@ -71,8 +82,6 @@ HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner
 
 
 def parse_args(argv=None):
-    from training.cli import experiment_parser
-
     parser = experiment_parser(__doc__, fresh_help="delete the search directory first instead "
                                                    "of resuming")
     return parser.parse_args(argv)
@@ -80,8 +89,6 @@ def parse_args(argv=None):
 
 def direction(objective):
     """`min` for losses and errors, else `max` (as `trainer.monitor`)."""
-    from training.training_run import monitor_mode
-
     return monitor_mode(objective)
 
 
@@ -172,8 +179,6 @@ def trial_values(hp):
 
 def best_of(history, objective):
     """The best epoch's value of `objective` in a trial's history (None if missing)."""
-    import math
-
     values = [v for v in history.get(objective, []) if not math.isnan(v)]
     if not values:
         return None
@@ -203,8 +208,6 @@ class SearchClock:
         return self.previous + time.time() - self.start
 
     def write(self):
-        from mmkeras import model_dir as model_dir_lib
-
         model_dir_lib.write_json(self.path, {"seconds": round(self.seconds(), 2)})
 
     def _tick(self):
@@ -313,8 +316,6 @@ class Search:
 
     def raw_yaml(self):
         """The experiment YAML with the command line's `--set` overrides applied."""
-        from mmkeras.configs import parse_override
-
         raw = yaml.safe_load(self.config_path.read_text()) or {}
         for override in self.overrides:
             deep_update(raw, parse_override(override))
@@ -343,8 +344,6 @@ class Search:
         seeds and memory start clean for every trial and the time limit can stop a trial at
         any point: the child is killed, and its `backup/` (written to survive a kill) resumes
         it next time. Returns the exit status, or `"time limit"`."""
-        from mmkeras.configs import save_config
-
         trial_dir = self.trial_dir(trial_id)
         config_path = self.model_dir / TRIALS_DIR / f"{trial_id}.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -370,8 +369,6 @@ class Search:
     @staticmethod
     def differs(trial_dir, config):
         """Whether `trial_dir` holds a run of another config (then the trial starts fresh)."""
-        from mmkeras.configs import to_dict
-
         saved = trial_dir / "config.yaml"
         if not saved.is_file():
             return False
@@ -384,8 +381,6 @@ class Search:
 
     def trial_result(self, trial_id):
         """What a trial's directory says: objective (best epoch), epochs, seconds, test."""
-        from training import report as report_lib
-
         trial_dir = self.trial_dir(trial_id)
         history = report_lib.read_history(trial_dir / "history.csv") \
             if (trial_dir / "history.csv").is_file() else {}
@@ -409,9 +404,6 @@ class Search:
     def write_hparams(self, trial_id, values, result):
         """The trial's values and results for TensorBoard's HParams dashboard
         (`DIR/trials/<id>/logs/tuning`)."""
-        import tensorflow as tf
-        from tensorboard.plugins.hparams import api as hp_api
-
         hparams = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
                    for k, v in values.items()}
         writer = tf.summary.create_file_writer(str(self.trial_dir(trial_id) / "logs" / "tuning"))
@@ -423,9 +415,6 @@ class Search:
         writer.close()
 
     def write_hparams_config(self):
-        import tensorflow as tf
-        from tensorboard.plugins.hparams import api as hp_api
-
         metrics = [hp_api.Metric(f"tuning/{name}", group="tuning")
                    for name in ("objective", "test_accuracy", "epochs", "seconds")]
         path = self.model_dir / TRIALS_DIR
@@ -438,8 +427,6 @@ class Search:
 
     def summarize(self, oracle):
         """Writes `tuning.json` and (if a trial finished) `best.yaml`; returns the summary."""
-        from mmkeras import model_dir as model_dir_lib
-
         trials = []
         for trial_id in sorted(oracle.trials):
             trial = oracle.trials[trial_id]
@@ -477,8 +464,6 @@ class Search:
         return summary
 
     def write_best_yaml(self, best):
-        from mmkeras import model_dir as model_dir_lib
-
         raw = self.raw_yaml()
         raw.pop("tuning", None)
         epochs = (best.get("hyperband") or {}).get("epochs")
@@ -494,8 +479,6 @@ class Search:
 
 
 def load_config_text(text):
-    import tempfile
-
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         f.write(text)
         f.flush()

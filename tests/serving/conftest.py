@@ -200,9 +200,9 @@ def server(served_copy, tmp_path_factory):
 
 # Tiny model directories of every task but classification, exported with `serving.export`.
 #
-# Today each task trains with its own script; once every task runs on the driver, set
-# TRAIN_MODULE = "training.train" (the one line to change: configs and --set values stay).
-TRAIN_MODULE = None  # None: each task's own `training.train_<task>` script (TASK_TRAINING)
+# Every task trains through the one driver, `python -m training.train` (the config's `task:`
+# picks it); the script names in TASK_TRAINING are the old aliases, kept for reference.
+TRAIN_MODULE = "training.train"
 AVMNIST_TINY = [
     "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
     "model.image_encoder.filters=[4]", "model.audio_encoder.filters=[4]",
@@ -253,10 +253,7 @@ def train_task_model_dir(task, model_dir, data_dir):
     argv = ["--config", os.path.join(REPO_ROOT, config), "--model-dir", str(model_dir), *flags]
     argv += [a for s in [*sets, f"data.data_dir={data_dir}"] for a in ("--set", s)]
     assert importlib.import_module(module).main(argv) == 0, f"{module} {argv}"
-    model_file = pathlib.Path(model_dir) / "model.keras"
-    if not model_file.is_file():  # train_invariance writes model_<run>.keras (the seam: model.keras)
-        (run,) = [p for p in pathlib.Path(model_dir).glob("model_*.keras")]
-        shutil.copyfile(run, model_file)
+    assert (pathlib.Path(model_dir) / "model.keras").is_file()
     return pathlib.Path(model_dir)
 
 
