@@ -45,10 +45,10 @@ def _token_source(fusion_config):
         )
     layer = FUSION_LAYERS.get(fusion_config.type)
     if "token_source" in fusion_config.args and not getattr(layer, "accepts_sequences", False):
+        takers = sorted(k for k, v in FUSION_LAYERS.items() if getattr(v, "accepts_sequences", 0))
         raise ValueError(
             f"model.fusion.args.token_source applies to fusions that accept sequences "
-            f"({sorted(k for k, v in FUSION_LAYERS.items() if getattr(v, 'accepts_sequences', 0))}), "
-            f"not '{fusion_config.type}'."
+            f"({takers}), not '{fusion_config.type}'."
         )
     return source
 

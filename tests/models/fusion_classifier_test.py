@@ -125,7 +125,9 @@ def test_unknown_fusion_and_modality_are_rejected():
 def test_token_source_reaches_the_fusion_layer():
     _, model = _build("mult_sequence")
     # Audio: one token per time step of the last feature map; image: one per 14x14 cell.
-    steps = {m: model.get_layer(f"{m}_encoder").output["tokens"].shape[1] for m in ("image", "audio")}
+    steps = {
+        m: model.get_layer(f"{m}_encoder").output["tokens"].shape[1] for m in ("image", "audio")
+    }
     assert steps["image"] == 14 * 14 and 1 < steps["audio"] < 20
     _, model = _build("transformer_feature_map")
     assert "audio_tokens" in [layer.name for layer in model.layers]

@@ -120,7 +120,9 @@ class CrossModalAttentionFusion(BaseFusion):
                 f"`embed_dim` ({embed_dim}) must be divisible by `num_heads` ({num_heads})."
             )
         if architecture not in ARCHITECTURES:
-            raise ValueError(f"`architecture` must be one of {ARCHITECTURES}, got {architecture!r}.")
+            raise ValueError(
+                f"`architecture` must be one of {ARCHITECTURES}, got {architecture!r}."
+            )
         if pooling not in POOLINGS:
             raise ValueError(f"`pooling` must be one of {POOLINGS}, got {pooling!r}.")
         if int(vector_tokens) < 1 or int(num_layers) < 1 or int(self_attention_layers) < 0:

@@ -96,7 +96,9 @@ class PreNormTransformerBlock(keras.layers.Layer):
             self.intermediate_dim, activation=self.activation, dtype=self.dtype_policy,
             name="ffn_inner",
         )
-        self.ffn_outer = keras.layers.Dense(self.embed_dim, dtype=self.dtype_policy, name="ffn_outer")
+        self.ffn_outer = keras.layers.Dense(
+            self.embed_dim, dtype=self.dtype_policy, name="ffn_outer"
+        )
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy, name="dropout")
 
     def build(self, query_shape, source_shape=None):
@@ -117,7 +119,9 @@ class PreNormTransformerBlock(keras.layers.Layer):
             s = self.source_norm(source)
         else:
             s = h
-        h = self.attention(query=h, value=s, key=s, attention_mask=attention_mask, training=training)
+        h = self.attention(
+            query=h, value=s, key=s, attention_mask=attention_mask, training=training
+        )
         h = self.dropout_layer(h, training=training)
         if source_gate is not None:
             h = h * source_gate

@@ -493,7 +493,8 @@ def test_configs_saved_before_the_new_options_load_the_earlier_behaviour():
                                    {"positional_embedding": "none"}),
         layers.AttentionFusion: ({"units": 8}, {"normalize": False}),
         layers.ProductFusion: ({}, {"normalize": None, "offset": 0.0}),
-        layers.LowRankTensorFusion: ({"output_dim": 4}, {"normalize": None, "unimodal_init": False}),
+        layers.LowRankTensorFusion: ({"output_dim": 4},
+                                     {"normalize": None, "unimodal_init": False}),
         layers.DecisionFusion: ({"combiner": "stacking"}, {"stacking_input": "probs"}),
     }
     for cls, (kwargs, expected) in old.items():
@@ -605,8 +606,8 @@ def test_pooled_vectors_are_length_one_sequences():
     vectors = inputs("vector")
     as_sequences = {name: x[:, None, :] for name, x in vectors.items()}
     for cls in (layers.TransformerFusion, layers.CrossModalAttentionFusion):
-        layer = cls(embed_dim=8, num_heads=2, **({"conv_kernel_size": 1}
-                                                 if cls is layers.CrossModalAttentionFusion else {}))
+        extra = {"conv_kernel_size": 1} if cls is layers.CrossModalAttentionFusion else {}
+        layer = cls(embed_dim=8, num_heads=2, **extra)
         expected = layer(vectors, presence=PRESENCE)
         clone = cls.from_config(layer.get_config())
         clone(as_sequences, presence=PRESENCE)
