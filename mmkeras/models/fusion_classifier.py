@@ -25,11 +25,40 @@ def build_encoder(modality, model_config, data_config=None):
     return encoder_from_config(modality, model_config, data_config)
 
 
+# What a fusion layer that accepts sequences (`accepts_sequences`: cross-modal attention,
+# transformer) reads, chosen by the builder-level key `token_source` in `model.fusion.args`:
+# - "embedding" (default): each encoder's pooled embedding `(batch, embedding_dim)`, a
+#   length-1 (or `vector_tokens`-long) sequence inside the layer;
+# - "sequence": the encoders' own token sequences (`return_sequence=True`: audio = one
+#   token per time step of the last CNN feature map, image = one token per feature-map cell,
+#   text = one per word), each projected to `embedding_dim` by the encoder;
+# - "feature_map": the last pooling layer's feature map reshaped to tokens, one per cell
+#   (audio: frequency x time cells), the earlier behaviour.
+TOKEN_SOURCES = ("embedding", "sequence", "feature_map")
+
+
+def _token_source(fusion_config):
+    source = fusion_config.args.get("token_source", "embedding")
+    if source not in TOKEN_SOURCES:
+        raise ValueError(
+            f"model.fusion.args.token_source must be one of {TOKEN_SOURCES}, got {source!r}."
+        )
+    layer = FUSION_LAYERS.get(fusion_config.type)
+    if "token_source" in fusion_config.args and not getattr(layer, "accepts_sequences", False):
+        takers = sorted(k for k, v in FUSION_LAYERS.items() if getattr(v, "accepts_sequences", 0))
+        raise ValueError(
+            f"model.fusion.args.token_source applies to fusions that accept sequences "
+            f"({takers}), not '{fusion_config.type}'."
+        )
+    return source
+
+
 def _tokens(encoder, x, modality):
     """The encoder's last feature map as a token sequence `(batch, steps, channels)`.
 
-    Used by sequence fusion layers (cross-modal attention, transformer): the tokens share the
-    encoder's weights, so the embedding path and the token path train the same convolutions.
+    Used with `token_source: feature_map`: the tokens share the encoder's weights, so the
+    embedding path and the token path train the same convolutions (but the encoder's
+    embedding layer is then unused).
     """
     pools = [layer for layer in encoder.layers if layer.name.startswith("pool")]
     if not pools:
@@ -66,7 +95,12 @@ def _missing_modalities(model_config, embeddings, presence):
             f"{['none', *ModalityImputation.methods]}."
         )
     fusion = FUSION_LAYERS.get(model_config.fusion.type)
-    if len(presence) > 1 and fusion is not None and fusion.input_kind == "sequence":
+    takes_tokens = fusion is not None and (
+        fusion.input_kind == "sequence"
+        or (getattr(fusion, "accepts_sequences", False)
+            and _token_source(model_config.fusion) != "embedding")
+    )
+    if len(presence) > 1 and takes_tokens:
         raise ValueError(
             f"model.missing.imputation imputes embeddings; the sequence fusion "
             f"'{model_config.fusion.type}' takes token sequences and masks missing modalities "
@@ -115,22 +149,33 @@ def build_classifier(model_config, data_config=None):
     modalities = sorted(model_config.modalities)
     if not modalities:
         raise ValueError("model.modalities is empty.")
-    inputs, embeddings, presence, encoders = {}, {}, {}, {}
+    fusion_type = model_config.fusion.type
+    args = dict(model_config.fusion.args)
+    token_source = "embedding"
+    if len(modalities) > 1 and fusion_type in FUSION_LAYERS:
+        token_source = _token_source(model_config.fusion)
+        args.pop("token_source", None)
+    inputs, embeddings, presence, encoders, sequences = {}, {}, {}, {}, {}
     for m in modalities:
-        encoder = build_encoder(m, model_config, data_config)
+        if token_source == "sequence":
+            encoder = encoder_from_config(m, model_config, data_config, return_sequence=True)
+        else:
+            encoder = build_encoder(m, model_config, data_config)
         encoders[m] = encoder
         x = keras.Input(shape=encoder.input_shape[1:], dtype=encoder.inputs[0].dtype, name=m)
         flag = keras.Input(shape=(), name=features.presence_key(m))
         inputs[m] = x
         inputs[features.presence_key(m)] = flag
-        embeddings[m] = encoder(x)
+        encoded = encoder(x)
+        if token_source == "sequence":
+            embeddings[m], sequences[m] = encoded[features.EMBEDDING], encoded[features.TOKENS]
+        else:
+            embeddings[m] = encoded
         presence[m] = flag
     encoder_embeddings = dict(embeddings)
     embeddings, presence = _missing_modalities(model_config, embeddings, presence)
     fused = None  # the representation the main head reads (none for decision fusion)
 
-    fusion_type = model_config.fusion.type
-    args = dict(model_config.fusion.args)
     if len(modalities) == 1:
         m = modalities[0]
         # A unimodal model still honours its presence flag: a missing input gives the
@@ -145,7 +190,9 @@ def build_classifier(model_config, data_config=None):
         )
     elif fusion_type in FUSION_LAYERS:
         layer = FUSION_LAYERS[fusion_type](name="fusion", **args)
-        if layer.input_kind == "sequence":
+        if token_source == "sequence":
+            fusion_inputs = sequences
+        elif layer.input_kind == "sequence" or token_source == "feature_map":
             fusion_inputs = {
                 m: _tokens(encoders[m], inputs[m], m) for m in modalities
             }

@@ -24,6 +24,16 @@ VARIANTS = {
     "late_mean": ["model.fusion.type=late"],
     "late_geometric": ["model.fusion.type=late", "model.fusion.args={combiner: geometric}"],
     "image_only": ["model.modalities=[image]"],
+    # Attention fusions over the encoders' own token sequences / feature maps (the default,
+    # pooled embeddings, is built by the avmnist configs below).
+    "mult_sequence": [
+        "model.fusion.type=cross_modal_attention",
+        "model.fusion.args={embed_dim: 8, num_heads: 2, token_source: sequence}",
+    ],
+    "transformer_feature_map": [
+        "model.fusion.type=transformer",
+        "model.fusion.args={embed_dim: 8, num_heads: 2, token_source: feature_map}",
+    ],
     "audio_only": ["model.modalities=[audio]"],
 }
 
@@ -110,6 +120,24 @@ def test_unknown_fusion_and_modality_are_rejected():
         build_classifier(config.model, config.data)
     with pytest.raises(ValueError, match="smell"):
         build_encoder("smell", config.model)
+
+
+def test_token_source_reaches_the_fusion_layer():
+    _, model = _build("mult_sequence")
+    # Audio: one token per time step of the last feature map; image: one per 14x14 cell.
+    steps = {
+        m: model.get_layer(f"{m}_encoder").output["tokens"].shape[1] for m in ("image", "audio")
+    }
+    assert steps["image"] == 14 * 14 and 1 < steps["audio"] < 20
+    _, model = _build("transformer_feature_map")
+    assert "audio_tokens" in [layer.name for layer in model.layers]
+    config = load_config(None, TINY + ["model.fusion.args={token_source: sequence}"])
+    with pytest.raises(ValueError, match="token_source applies to fusions"):
+        build_classifier(config.model, config.data)
+    config = load_config(None, TINY + [
+        "model.fusion.type=transformer", "model.fusion.args={token_source: frames}"])
+    with pytest.raises(ValueError, match="token_source must be one of"):
+        build_classifier(config.model, config.data)
 
 
 def test_audio_encoder_takes_waveforms():

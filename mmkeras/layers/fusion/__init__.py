@@ -25,8 +25,10 @@ from mmkeras.layers.fusion.tensor_fusion import TensorFusion
 from mmkeras.layers.fusion.transformer_fusion import TransformerFusion
 from mmkeras.layers.fusion.weighted_sum_fusion import WeightedSumFusion
 
-# Name -> class, used by model configs (`model.fusion.type`). The "sequence" layers
-# (`input_kind == "sequence"`) need `(batch, steps, dim)` modality inputs.
+# Name -> class, used by model configs (`model.fusion.type`). Layers with
+# `accepts_sequences` (cross-modal attention, transformer) take `(batch, steps, dim)` sequences
+# or `(batch, dim)` pooled embeddings; `build_classifier` picks which by
+# `model.fusion.args.token_source` (default: the pooled embeddings).
 FUSION_LAYERS = {
     "concat": ConcatFusion,
     "mean": MeanFusion,

@@ -1,5 +1,6 @@
 """Decision-level fusion: combine per-modality class probabilities with a chosen combiner."""
 
+import keras
 from keras import ops
 
 from mmkeras.api_export import mmkeras_export
@@ -25,9 +26,16 @@ class DecisionFusion(BaseFusion):
       overturn a vote. Hard votes are piecewise constant and have no gradient, so in training
       (`training=True`) the layer returns the mean combiner instead, its differentiable
       relaxation: the heads learn through the soft vote and predict with the hard one.
-    - `"stacking"`: a meta-classifier, `softmax([P_1 p_1, ..., P_M p_M, p_1, ..., p_M] K + c)`
-      over the concatenated probabilities of the present modalities (missing ones zeroed) and
-      the presence flags `p_m`.
+    - `"stacking"`: a meta-classifier, `softmax([F_1 p_1, ..., F_M p_M, p_1, ..., p_M] K + c)`
+      over the concatenated features `F_m` of the present modalities (missing ones zeroed) and
+      the presence flags `p_m`. With `stacking_input="log_probs"` (default) `F_m = log P_m`
+      (floored at `epsilon`) and `meta_initializer="identity"` starts `K` as one identity
+      block per modality (zeros for the flags), so the meta-classifier starts as the product
+      of experts and learns to reweight classes and modalities from there. A randomly
+      initialised `K` over raw probabilities (`stacking_input="probs"`,
+      `meta_initializer="glorot_uniform"`, the earlier behaviour and what configs saved
+      without these keys load with) scrambles the classes at the start: each head then has
+      to learn through a random class mapping and the weaker modality's head barely learns.
 
     A row with no modality present gets the uniform distribution (all combiners). The weights
     of `"weighted"` and `"stacking"` are created in `build()`.
@@ -37,6 +45,10 @@ class DecisionFusion(BaseFusion):
         epsilon: float. Probability floor of `"product"`.
         tie_break: float. Weight of the mean probability added to the vote shares of
             `"vote"` to break ties (must stay below `1 / num_modalities`).
+        stacking_input: `"log_probs"` or `"probs"`: what the `"stacking"` meta-classifier
+            reads.
+        meta_initializer: `"identity"` (see above) or any Keras initializer of the
+            `"stacking"` kernel.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -65,13 +77,47 @@ class DecisionFusion(BaseFusion):
     same_dims = True
     combiners = ("mean", "weighted", "product", "vote", "stacking")
 
-    def __init__(self, combiner="mean", epsilon=1e-7, tie_break=1e-3, **kwargs):
+    stacking_inputs = ("log_probs", "probs")
+
+    def __init__(
+        self,
+        combiner="mean",
+        epsilon=1e-7,
+        tie_break=1e-3,
+        stacking_input="log_probs",
+        meta_initializer="identity",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if combiner not in self.combiners:
             raise ValueError(f"Unknown combiner '{combiner}'; choose one of {self.combiners}.")
+        if stacking_input not in self.stacking_inputs:
+            raise ValueError(
+                f"`stacking_input` must be one of {self.stacking_inputs}, got {stacking_input!r}."
+            )
         self.combiner = combiner
         self.epsilon = epsilon
         self.tie_break = tie_break
+        self.stacking_input = stacking_input
+        self.meta_initializer = (
+            "identity" if meta_initializer == "identity"
+            else keras.initializers.get(meta_initializer)
+        )
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # Saved before the log-probability stacking existed: the earlier meta-classifier.
+        config.setdefault("stacking_input", "probs")
+        config.setdefault("meta_initializer", "glorot_uniform")
+        return cls(**config)
+
+    def _meta_initializer(self, num_modalities, num_classes):
+        if self.meta_initializer != "identity":
+            return self.meta_initializer
+        eye = [[float(i == j) for j in range(num_classes)] for i in range(num_classes)]
+        rows = eye * num_modalities + [[0.0] * num_classes] * num_modalities
+        return keras.initializers.Constant(rows)
 
     def build_fusion(self, shapes):
         num_modalities, num_classes = len(shapes), shapes[0][-1]
@@ -83,7 +129,7 @@ class DecisionFusion(BaseFusion):
             self.meta_kernel = self.add_weight(
                 name="meta_kernel",
                 shape=(num_modalities * (num_classes + 1), num_classes),
-                initializer="glorot_uniform",
+                initializer=self._meta_initializer(num_modalities, num_classes),
             )
             self.meta_bias = self.add_weight(
                 name="meta_bias", shape=(num_classes,), initializer="zeros"
@@ -114,7 +160,14 @@ class DecisionFusion(BaseFusion):
             shares = sum(votes[1:], votes[0]) / ops.maximum(count, 1.0)
             fused = (shares + self.tie_break * mean) / (1.0 + self.tie_break)
         else:
-            meta_inputs = ops.concatenate(probs + list(flags), axis=-1)
+            if self.stacking_input == "log_probs":
+                features = [
+                    self.masked(ops.log(ops.maximum(p, self.epsilon)), f)
+                    for p, f in zip(probs, flags)
+                ]
+            else:
+                features = probs
+            meta_inputs = ops.concatenate(features + list(flags), axis=-1)
             fused = ops.softmax(ops.matmul(meta_inputs, self.meta_kernel) + self.meta_bias)
         uniform = ops.ones_like(fused) / fused.shape[-1]
         return ops.where(count > 0, fused, uniform)
@@ -125,6 +178,15 @@ class DecisionFusion(BaseFusion):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"combiner": self.combiner, "epsilon": self.epsilon, "tie_break": self.tie_break}
+            {
+                "combiner": self.combiner,
+                "epsilon": self.epsilon,
+                "tie_break": self.tie_break,
+                "stacking_input": self.stacking_input,
+                "meta_initializer": (
+                    "identity" if self.meta_initializer == "identity"
+                    else keras.initializers.serialize(self.meta_initializer)
+                ),
+            }
         )
         return config

@@ -21,12 +21,25 @@ class LowRankTensorFusion(BaseFusion):
     vector is zeroed but its appended 1 kept (its factor reduces to the learned constant row of
     `W_m^(r)`), so a row with no modality present gives a learned constant.
 
+    Making it learn: the product of `M` random projections of raw ReLU embeddings starts at
+    a scale set by the embeddings' scales multiplied together, with no unimodal path, so the
+    encoders get tiny, noisy gradients. With `normalize="layer_norm"` each `X_m` is
+    layer-normalised first (one scale for all modalities), and with `unimodal_init=True` the
+    row of each factor that multiplies the appended 1 starts at 1 and the rank weights at
+    `1 / rank`: every rank-one term starts as `prod_m (1 + X_m w_m^(r))`, i.e. `1 +` the sum
+    of linear unimodal terms `+` small interactions, which trains like concatenation from the
+    first step and learns the interactions on top. `normalize=None, unimodal_init=False` is
+    the earlier behaviour (configs saved without these keys load with it).
+
     Per-modality weights are created in `build()`, where the modalities become known.
 
     Args:
         output_dim: int. Size of the fused vector.
         rank: int. Number of rank-one terms.
         kernel_initializer: initializer of the modality factors.
+        normalize: None or `"layer_norm"` (per modality, before the factors).
+        unimodal_init: bool. Start the factors' constant rows at 1 and the rank weights at
+            `1 / rank` (see above).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -47,30 +60,68 @@ class LowRankTensorFusion(BaseFusion):
           Fusion with Modality-Specific Factors.
     """
 
-    def __init__(self, output_dim, rank=4, kernel_initializer="glorot_uniform", **kwargs):
+    normalizations = (None, "layer_norm")
+
+    def __init__(
+        self,
+        output_dim,
+        rank=4,
+        kernel_initializer="glorot_uniform",
+        normalize="layer_norm",
+        unimodal_init=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        if normalize not in self.normalizations:
+            raise ValueError(
+                f"`normalize` must be one of {self.normalizations}, got {normalize!r}."
+            )
         self.output_dim = int(output_dim)
         self.rank = int(rank)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.normalize = normalize
+        self.unimodal_init = bool(unimodal_init)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # Saved before normalisation and the unimodal start existed: the earlier behaviour.
+        config.setdefault("normalize", None)
+        config.setdefault("unimodal_init", False)
+        return cls(**config)
 
     def build_fusion(self, shapes):
-        self.factors = [
-            self.add_weight(
+        self.factors = []
+        self.norms = []
+        for name, shape in zip(self.modality_names, shapes):
+            factor = self.add_weight(
                 name=f"{name}_factor",
                 shape=(shape[-1] + 1, self.rank * self.output_dim),
                 initializer=self.kernel_initializer,
             )
-            for name, shape in zip(self.modality_names, shapes)
-        ]
+            if self.unimodal_init:
+                value = ops.convert_to_numpy(factor.value)
+                value[-1, :] = 1.0
+                factor.assign(value)
+            self.factors.append(factor)
+            if self.normalize == "layer_norm":
+                norm = keras.layers.LayerNormalization(dtype=self.dtype_policy, name=f"{name}_norm")
+                norm.build(shape)
+                self.norms.append(norm)
+        rank_init = (
+            keras.initializers.Constant(1.0 / self.rank) if self.unimodal_init else "glorot_uniform"
+        )
         self.rank_weights = self.add_weight(
-            name="rank_weights", shape=(self.rank, 1), initializer="glorot_uniform"
+            name="rank_weights", shape=(self.rank, 1), initializer=rank_init
         )
         self.bias = self.add_weight(name="bias", shape=(self.output_dim,), initializer="zeros")
 
     def fuse(self, tensors, flags, training=None):
         product = None
-        for tensor, flag, factor in zip(tensors, flags, self.factors):
+        for i, (tensor, flag, factor) in enumerate(zip(tensors, flags, self.factors)):
             x = self.masked(ops.cast(tensor, self.compute_dtype), flag)
+            if self.norms:
+                x = self.masked(self.norms[i](x), flag)
             z = ops.concatenate([x, ops.ones_like(x[:, :1])], axis=-1)
             projected = ops.reshape(ops.matmul(z, factor), (-1, self.rank, self.output_dim))
             product = projected if product is None else product * projected
@@ -87,6 +138,8 @@ class LowRankTensorFusion(BaseFusion):
                 "output_dim": self.output_dim,
                 "rank": self.rank,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "normalize": self.normalize,
+                "unimodal_init": self.unimodal_init,
             }
         )
         return config

@@ -1,5 +1,6 @@
 """Feature-level fusion by the element-wise product of the present modalities."""
 
+import keras
 from keras import ops
 
 from mmkeras.api_export import mmkeras_export
@@ -10,8 +11,18 @@ from mmkeras.layers.fusion.base_fusion import BaseFusion
 class ProductFusion(BaseFusion):
     """Multiplies same-sized modality vectors element-wise (multiplicative interaction).
 
-    `X = prod_m X_m` over the present modalities: a missing modality is replaced by the
+    `X = prod_m (N_m(X_m) + offset)` over the present modalities, where `N_m` is the
+    modality's normalisation (`normalize`: a per-modality `LayerNormalization`, an L2
+    normalisation scaled to unit RMS, or none). A missing modality is replaced by the
     multiplicative identity 1, so a row with no modality present gives ones.
+
+    Why the defaults (`normalize="layer_norm"`, `offset=1`): the raw product of two ReLU
+    embeddings is zero wherever either is zero, and its gradient to one modality is the other
+    modality's value, so both encoders starve each other from the start. With `offset=1` (the
+    1 that TFN and LMF append) `(1 + x)(1 + y) = 1 + x + y + xy` keeps the unimodal terms
+    beside the interaction, and normalised factors keep every product on one scale. A missing
+    modality's factor 1 is the `x = 0` of this form. `normalize=None, offset=0` is the plain
+    product (configs saved without these keys load with it).
 
     With `log_domain=True` the layer returns the log-magnitude of the product instead,
     `X = sum_m log(|X_m| + epsilon)` over the present modalities (a missing modality
@@ -25,6 +36,8 @@ class ProductFusion(BaseFusion):
     Args:
         log_domain: bool. Return the sum of log-magnitudes instead of the product.
         epsilon: float. Added to `|X_m|` inside the log (only used with `log_domain=True`).
+        normalize: None, `"layer_norm"` or `"l2"` (each factor scaled to unit RMS).
+        offset: float. Added to every present (normalised) factor.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -35,7 +48,7 @@ class ProductFusion(BaseFusion):
     ```python
     import numpy as np
     import mmkeras
-    fused = mmkeras.layers.ProductFusion()(
+    fused = mmkeras.layers.ProductFusion(normalize=None, offset=0.0)(
         {"image": 2 * np.ones((2, 4)), "audio": 3 * np.ones((2, 4))},
         presence={"audio": np.array([1.0, 0.0])},
     )  # [[6, 6, 6, 6], [2, 2, 2, 2]]
@@ -46,14 +59,51 @@ class ProductFusion(BaseFusion):
     """
 
     same_dims = True
+    normalizations = (None, "layer_norm", "l2")
 
-    def __init__(self, log_domain=False, epsilon=1e-6, **kwargs):
+    def __init__(
+        self, log_domain=False, epsilon=1e-6, normalize="layer_norm", offset=1.0, **kwargs
+    ):
         super().__init__(**kwargs)
+        if normalize not in self.normalizations:
+            raise ValueError(
+                f"`normalize` must be one of {self.normalizations}, got {normalize!r}."
+            )
         self.log_domain = log_domain
         self.epsilon = epsilon
+        self.normalize = normalize
+        self.offset = float(offset)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # Saved before normalisation and the offset existed: the plain product.
+        config.setdefault("normalize", None)
+        config.setdefault("offset", 0.0)
+        return cls(**config)
+
+    def build_fusion(self, shapes):
+        self.norms = []
+        if self.normalize == "layer_norm":
+            for name, shape in zip(self.modality_names, shapes):
+                norm = keras.layers.LayerNormalization(dtype=self.dtype_policy, name=f"{name}_norm")
+                norm.build(shape)
+                self.norms.append(norm)
+
+    def _factor(self, i, tensor, flag):
+        x = self.masked(ops.cast(tensor, self.compute_dtype), flag)
+        if self.normalize == "layer_norm":
+            x = self.norms[i](x)
+        elif self.normalize == "l2":
+            dim = ops.cast(x.shape[-1], x.dtype)
+            norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) / dim + 1e-6)
+            x = x / norm
+        if self.offset:
+            x = x + ops.cast(self.offset, x.dtype)
+        return self.masked(x, flag)
 
     def fuse(self, tensors, flags, training=None):
-        tensors = [ops.cast(t, self.compute_dtype) for t in tensors]
+        tensors = [self._factor(i, t, f) for i, (t, f) in enumerate(zip(tensors, flags))]
         if self.log_domain:
             logs = [
                 self.masked(ops.log(ops.abs(self.masked(t, f)) + self.epsilon), f)
@@ -71,5 +121,12 @@ class ProductFusion(BaseFusion):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"log_domain": self.log_domain, "epsilon": self.epsilon})
+        config.update(
+            {
+                "log_domain": self.log_domain,
+                "epsilon": self.epsilon,
+                "normalize": self.normalize,
+                "offset": self.offset,
+            }
+        )
         return config

@@ -65,6 +65,8 @@ CASES = [
     Case(layers.MeanFusion, {}, "same"),
     Case(layers.ProductFusion, {}, "same"),
     Case(layers.ProductFusion, {"log_domain": True}, "same", "ProductFusion_log"),
+    Case(layers.ProductFusion, {"normalize": "l2"}, "same", "ProductFusion_l2"),
+    Case(layers.ProductFusion, {"normalize": None, "offset": 0.0}, "same", "ProductFusion_plain"),
     Case(layers.WeightedSumFusion, {}, "same"),
     Case(
         layers.WeightedSumFusion,
@@ -81,6 +83,12 @@ CASES = [
         "vector",
         "AttentionFusion_weights",
     ),
+    Case(
+        layers.AttentionFusion,
+        {"units": 8, "normalize": False, "score_initializer": "glorot_uniform", "temperature": 2.0},
+        "same",
+        "AttentionFusion_unnormalised",
+    ),
     Case(layers.GatedFusion, {"units": 6}, "vector"),
     Case(
         layers.GatedFusion,
@@ -90,12 +98,45 @@ CASES = [
     ),
     Case(layers.TensorFusion, {}, "vector"),
     Case(layers.LowRankTensorFusion, {"output_dim": 6, "rank": 3}, "vector"),
+    Case(
+        layers.LowRankTensorFusion,
+        {"output_dim": 6, "rank": 3, "normalize": None, "unimodal_init": False},
+        "vector",
+        "LowRankTensorFusion_plain",
+    ),
     Case(layers.GraphFusion, {"units": 6, "num_steps": 2}, "vector"),
     Case(layers.CrossModalAttentionFusion, {"embed_dim": 8, "num_heads": 2}, "sequence"),
+    Case(
+        layers.CrossModalAttentionFusion,
+        {"embed_dim": 8, "num_heads": 2, "pooling": "attention", "vector_tokens": 2,
+         "num_layers": 1, "dropout": 0.1},
+        "vector",
+        "CrossModalAttentionFusion_vectors",
+    ),
+    Case(
+        layers.CrossModalAttentionFusion,
+        {"embed_dim": 8, "num_heads": 2, "pooling": "last", "self_attention_layers": 0,
+         "positional_embedding": False, "conv_kernel_size": 1},
+        "sequence",
+        "CrossModalAttentionFusion_last",
+    ),
+    Case(
+        layers.CrossModalAttentionFusion,
+        {"embed_dim": 8, "num_heads": 2, "architecture": "legacy"},
+        "sequence",
+        "CrossModalAttentionFusion_legacy",
+    ),
     Case(layers.TransformerFusion, {"embed_dim": 8, "num_heads": 2, "num_layers": 2}, "sequence"),
     Case(
         layers.TransformerFusion,
-        {"embed_dim": 8, "num_heads": 2, "use_cls_token": False},
+        {"embed_dim": 8, "num_heads": 2, "num_layers": 1, "pooling": "attention",
+         "vector_tokens": 2},
+        "vector",
+        "TransformerFusion_vectors",
+    ),
+    Case(
+        layers.TransformerFusion,
+        {"embed_dim": 8, "num_heads": 2, "use_cls_token": False, "positional_embedding": "none"},
         "sequence",
         "TransformerFusion_meanpool",
     ),
@@ -106,6 +147,12 @@ CASES = [
     Case(layers.DecisionFusion, {"combiner": "product"}, "probs", "DecisionFusion_product"),
     Case(layers.DecisionFusion, {"combiner": "vote"}, "probs", "DecisionFusion_vote", False),
     Case(layers.DecisionFusion, {"combiner": "stacking"}, "probs", "DecisionFusion_stacking"),
+    Case(
+        layers.DecisionFusion,
+        {"combiner": "stacking", "stacking_input": "probs", "meta_initializer": "glorot_uniform"},
+        "probs",
+        "DecisionFusion_stacking_probs",
+    ),
 ]
 CASE_PARAMS = [pytest.param(case, id=case.id) for case in CASES]
 
@@ -379,13 +426,83 @@ def test_weighted_sum_with_fixed_weights_is_the_closed_form():
 
 def test_product_fusion_closed_forms():
     data = inputs("same")
+    plain = dict(normalize=None, offset=0.0)
     prod = data["audio"] * data["image"] * data["text"]
-    np.testing.assert_allclose(layers.ProductFusion()(data), prod, rtol=1e-5)
-    logs = layers.ProductFusion(log_domain=True, epsilon=0.0)(data)
+    np.testing.assert_allclose(layers.ProductFusion(**plain)(data), prod, rtol=1e-5)
+    logs = layers.ProductFusion(log_domain=True, epsilon=0.0, **plain)(data)
     np.testing.assert_allclose(logs, np.log(np.abs(prod)), rtol=1e-4, atol=1e-5)
-    fused = np.asarray(layers.ProductFusion()(data, presence=PRESENCE))
+    fused = np.asarray(layers.ProductFusion(**plain)(data, presence=PRESENCE))
     np.testing.assert_allclose(fused[1], data["image"][1] * data["text"][1], rtol=1e-5)
     np.testing.assert_allclose(fused[2], 1.0)
+
+
+def _layer_norm(x):
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-3)
+
+
+def test_product_fusion_default_is_the_product_of_normalised_factors_plus_one():
+    """`prod_m (LN(X_m) + 1)`: the unimodal terms survive beside the interactions."""
+    data = inputs("same")
+    expected = np.prod([_layer_norm(data[m]) + 1.0 for m in MODALITIES], axis=0)
+    np.testing.assert_allclose(layers.ProductFusion()(data), expected, rtol=1e-4, atol=1e-5)
+    fused = np.asarray(layers.ProductFusion()(data, presence=PRESENCE))
+    row1 = (_layer_norm(data["image"][1]) + 1.0) * (_layer_norm(data["text"][1]) + 1.0)
+    np.testing.assert_allclose(fused[1], row1, rtol=1e-4, atol=1e-5)
+    # "l2": each factor at unit RMS, no weights.
+    l2 = layers.ProductFusion(normalize="l2", offset=0.0)
+    rms = {m: data[m] / np.sqrt((data[m] ** 2).mean(-1, keepdims=True)) for m in MODALITIES}
+    np.testing.assert_allclose(l2(data), np.prod(list(rms.values()), axis=0), rtol=1e-4)
+    assert not l2.weights
+
+
+def test_low_rank_tensor_fusion_starts_from_unimodal_terms():
+    """With `unimodal_init` the constant row of every factor is 1 and the rank weights
+    1/rank, so each output is `bias + mean_r prod_m (1 + LN(X_m) w_m^(r))`."""
+    data = inputs("vector")
+    layer = layers.LowRankTensorFusion(output_dim=5, rank=3)
+    fused = np.asarray(layer(data))
+    for factor in layer.factors:
+        np.testing.assert_array_equal(np.asarray(factor)[-1], 1.0)
+    np.testing.assert_allclose(np.asarray(layer.rank_weights), 1 / 3)
+    product = 1.0
+    for name, factor in zip(layer.modality_names, layer.factors):
+        z = np.concatenate([_layer_norm(data[name]), np.ones((BATCH, 1))], -1)
+        product = product * (z @ np.asarray(factor)).reshape(BATCH, 3, 5)
+    np.testing.assert_allclose(fused, product.mean(1), rtol=1e-4, atol=1e-5)
+
+
+def test_stacking_starts_as_the_product_of_experts():
+    """Log-probability stacking with the identity start equals the product combiner until it
+    trains (with missing modalities too)."""
+    data = inputs("probs")
+    stacking = layers.DecisionFusion(combiner="stacking")
+    product = layers.DecisionFusion(combiner="product")
+    np.testing.assert_allclose(stacking(data), product(data), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        stacking(data, presence=PRESENCE), product(data, presence=PRESENCE), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_configs_saved_before_the_new_options_load_the_earlier_behaviour():
+    """A config without the new keys (written by the earlier layers) gets the earlier form,
+    so `.keras` files saved before them still load with matching weights."""
+    old = {
+        layers.CrossModalAttentionFusion: ({"embed_dim": 8, "num_heads": 2},
+                                           {"architecture": "legacy"}),
+        layers.TransformerFusion: ({"embed_dim": 8, "num_heads": 2},
+                                   {"positional_embedding": "none"}),
+        layers.AttentionFusion: ({"units": 8}, {"normalize": False}),
+        layers.ProductFusion: ({}, {"normalize": None, "offset": 0.0}),
+        layers.LowRankTensorFusion: ({"output_dim": 4},
+                                     {"normalize": None, "unimodal_init": False}),
+        layers.DecisionFusion: ({"combiner": "stacking"}, {"stacking_input": "probs"}),
+    }
+    for cls, (kwargs, expected) in old.items():
+        layer = cls.from_config({"name": "fusion", "trainable": True, "dtype": "float32", **kwargs})
+        config = layer.get_config()
+        assert {key: config[key] for key in expected} == expected, cls.__name__
+    attention = layers.AttentionFusion.from_config({"units": 8})
+    assert attention.get_config()["score_initializer"]["class_name"] == "GlorotUniform"
 
 
 def test_tensor_fusion_output_dim_is_product_of_dims_plus_one():
@@ -398,8 +515,19 @@ def test_tensor_fusion_output_dim_is_product_of_dims_plus_one():
     np.testing.assert_allclose(fused[0, -6:-1], data["text"][0], rtol=1e-6)
 
 
+def test_attention_fusion_starts_at_uniform_weights():
+    """The zero-initialised scorer gives every present modality the same weight at the start,
+    whatever the embeddings' scales (the stabilised default)."""
+    data = inputs("same")
+    data["audio"] = 100.0 * data["audio"]
+    weights = np.asarray(layers.AttentionFusion(units=8, return_weights=True)(data)["weights"])
+    np.testing.assert_allclose(weights, 1 / 3, rtol=1e-6)
+
+
 def test_attention_fusion_weights_sum_to_one_over_present_modalities():
-    layer = layers.AttentionFusion(units=8, return_weights=True)
+    layer = layers.AttentionFusion(
+        units=8, return_weights=True, normalize=False, score_initializer="glorot_uniform"
+    )
     out = layer(inputs("same"), presence=PRESENCE)
     weights = np.asarray(out["weights"])
     assert weights.shape == (BATCH, len(MODALITIES))
@@ -473,6 +601,22 @@ def test_bilinear_fusion_pairs_are_factorised_bilinear_forms():
     np.testing.assert_allclose(fused, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_sequence_layers_reject_vectors():
-    with pytest.raises(ValueError, match="sequence"):
-        layers.TransformerFusion(embed_dim=8)(inputs("vector"))
+def test_pooled_vectors_are_length_one_sequences():
+    """A `(batch, dim)` input is the `(batch, 1, dim)` sequence (same weights, same output)."""
+    vectors = inputs("vector")
+    as_sequences = {name: x[:, None, :] for name, x in vectors.items()}
+    for cls in (layers.TransformerFusion, layers.CrossModalAttentionFusion):
+        extra = {"conv_kernel_size": 1} if cls is layers.CrossModalAttentionFusion else {}
+        layer = cls(embed_dim=8, num_heads=2, **extra)
+        expected = layer(vectors, presence=PRESENCE)
+        clone = cls.from_config(layer.get_config())
+        clone(as_sequences, presence=PRESENCE)
+        clone.set_weights([
+            np.reshape(w, c.shape) for w, c in zip(layer.get_weights(), clone.weights)
+        ])
+        assert_all_close(clone(as_sequences, presence=PRESENCE), expected, atol=1e-5)
+
+
+def test_legacy_cross_modal_attention_rejects_vectors():
+    with pytest.raises(ValueError, match="rank 3"):
+        layers.CrossModalAttentionFusion(embed_dim=8, architecture="legacy")(inputs("vector"))
