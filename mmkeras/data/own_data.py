@@ -3,7 +3,9 @@
 `convert_table` reads a CSV / TSV / JSONL table with its inferred `Schema` and writes, under
 `out_dir`:
 
-    manifest.csv   id (`<table>:<line>`), split, label (an id of `labels.json`), one column
+    manifest.csv   id (`<table>:<line>`), split, label (an id of `labels.json`; for a
+                   multi-label target a JSON multi-hot list over `labels.json`, for a
+                   regression target the number), one column
                    per modality: `image` / `audio` / `video` (absolute paths, "" if the cell
                    is empty), `text`, and the tabular columns (imputed numbers, categories,
                    `<column>_missing` indicators)
@@ -352,11 +354,6 @@ def convert_table(path, schema, out_dir, vocab=None, layout=None, split_fraction
     path = pathlib.Path(path)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if labelled and schema.target_kind not in ("binary", "multiclass"):
-        raise DataError(
-            f"{path}: target {schema.target!r} is {schema.target_kind}; training supports "
-            "binary and multiclass targets so far (set target_kind in --schema if the "
-            "inferred kind is wrong)")
     header, rows = read_table_lines(path)
     if vocab is None and labelled:
         vocab = LabelVocabulary.fit([r[schema.target] for _, r in rows], schema.target_kind,
