@@ -183,6 +183,11 @@ def evaluate(model_dir, robustness=False, split="test", max_examples=None, level
     model_dir = pathlib.Path(model_dir)
     start = time.time()
     config, model = load_model_dir(model_dir)
+    if getattr(config.model, "target", "multiclass") not in ("multiclass", "binary"):
+        raise errors.UserError(
+            f"{model_dir}: mmkeras evaluate measures class accuracy (with modalities missing, "
+            f"under noise); this model's target is {config.model.target}: its test figures "
+            "are in report.json ('test')")
     x, y = load_examples(config, split, max_examples, model_dir=model_dir)
     probabilities = rob.predict(model, x)
     payload = {
