@@ -43,7 +43,8 @@ def load_examples(config, split="test", max_examples=None, batch_size=256, start
 
     modalities = sorted(config.model.modalities)
     dataset_dir = dataset_dir_for(config.data, prepare=False)
-    columns, _ = load_split(dataset_dir, split, config.data, modalities, config.model.num_classes)
+    columns, _ = load_split(dataset_dir, split, config.data, modalities, config.model.num_classes,
+                            target=getattr(config.model, "target", "multiclass"))
     n = len(columns["label"])
     if not 0 <= start < n:
         raise IndexError(f"Example {start} is out of range: the {split} split of {dataset_dir} "
