@@ -14,6 +14,13 @@ printed as a table; a small YAML (`--schema`) overrides any column:
       year: categorical
     target_kind: multiclass  # binary, multiclass, multilabel (`a|b` cells), regression
 
+The target's kind (inferred, or `target_kind` in `--schema`) picks the head, loss and metrics
+(`model.target` in the generated config; `training/tasks/classification.py`): `binary` and
+`multiclass` (string or integer labels: softmax, accuracy), `multilabel` (cells `a|b`: a
+sigmoid per label, binary cross-entropy, micro-F1; best checkpoint on `val_micro_f1`) and
+`regression` (numbers: a linear head un-standardised inside the model, MSE, MAE / RMSE / R²;
+best checkpoint on `val_loss`).
+
 The table is then converted into the project's dataset format inside the model directory, and
 a config is generated and trained with the experiment trainer (`training.trainer.train`):
 
