@@ -77,3 +77,17 @@ def test_logged_metrics_agree_with_the_report():
     assert float(loss(np.array([[1.0], [5.0]]), np.array([[2.0], [4.0]]))) == pytest.approx(1.0)
     assert isinstance(single_task_compile_args("multilabel", 3)["loss"],
                       keras.losses.BinaryCrossentropy)
+
+
+def test_default_monitor_per_target():
+    from mmkeras.configs import load_config
+    from training.tasks.classification import ClassificationTask
+
+    task = ClassificationTask()
+    assert task.monitor(load_config(None, [])) == ("val_accuracy", "max")
+    assert task.monitor(load_config(None, ["model.target=multilabel"])) == ("val_micro_f1", "max")
+    assert task.monitor(load_config(None, ["model.target=regression"])) == ("val_loss", "min")
+    assert task.monitor(load_config(None, ["model.target=regression",
+                                           "trainer.monitor=val_mae"])) == ("val_mae", "min")
+    assert task.monitor(load_config(None, ["model.target=regression",
+                                           "trainer.monitor=val_rmse"])) == ("val_rmse", "min")
