@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training import report
-from training.tasks.classification import single_task_compile_args
+from training.tasks.classification import target_compile_args
 
 PROBABILITIES = np.array([[0.9, 0.2, 0.6],
                           [0.4, 0.7, 0.1],
@@ -57,7 +57,7 @@ def test_regression_metrics_by_hand():
 
 
 def _keras_metrics(target, y_true, y_pred, num_classes=None):
-    metrics = single_task_compile_args(target, num_classes)["metrics"]
+    metrics = target_compile_args(target, num_classes)["metrics"]
     values = {}
     for metric in metrics:
         metric.update_state(np.asarray(y_true, "float32"), np.asarray(y_pred, "float32"))
@@ -73,9 +73,9 @@ def test_logged_metrics_agree_with_the_report():
     logged = _keras_metrics("regression", [[1.0], [5.0], [7.0]], [[2.0], [4.0], [7.0]])
     assert logged["mae"] == pytest.approx(2 / 3, abs=1e-5)
     assert logged["rmse"] == pytest.approx(np.sqrt(2 / 3), abs=1e-5)
-    loss = single_task_compile_args("regression")["loss"]
+    loss = target_compile_args("regression")["loss"]
     assert float(loss(np.array([[1.0], [5.0]]), np.array([[2.0], [4.0]]))) == pytest.approx(1.0)
-    assert isinstance(single_task_compile_args("multilabel", 3)["loss"],
+    assert isinstance(target_compile_args("multilabel", 3)["loss"],
                       keras.losses.BinaryCrossentropy)
 
 

@@ -87,8 +87,17 @@ DEFAULT_MONITOR = "val_accuracy"
 TARGET_MONITORS = {"multilabel": "val_micro_f1", "regression": "val_loss"}
 
 
-def single_task_compile_args(target="multiclass", num_classes=None):
-    """Loss and metrics of the single-head model for a `model.target` kind."""
+def single_task_compile_args():
+    """Loss and metrics of the single-head classifier."""
+    return dict(
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def target_compile_args(target, num_classes=None):
+    """Loss and metrics of a `multilabel` or `regression` head (class targets:
+    `single_task_compile_args`)."""
     if target == "multilabel":
         return dict(
             loss=keras.losses.BinaryCrossentropy(),
@@ -103,10 +112,8 @@ def single_task_compile_args(target="multiclass", num_classes=None):
             metrics=[keras.metrics.MeanAbsoluteError(name="mae"),
                      keras.metrics.RootMeanSquaredError(name="rmse")],
         )
-    return dict(
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    raise ValueError(f"No target loss for model.target {target!r}: class targets use the "
+                     "classification loss.")
 
 
 def target_metrics(config, model_dir, outputs, labels):
@@ -198,8 +205,12 @@ class ClassificationTask(Task):
         if config.model.target == "regression":
             target_stats = heads.target_statistics(data.columns("train")["label"])
         model = build_classifier(config.model, config.data, target_stats=target_stats)
-        losses = (multitask.compile_args(config.model) if config.model.tasks
-                  else single_task_compile_args(config.model.target, config.model.num_classes))
+        if config.model.tasks:
+            losses = multitask.compile_args(config.model)
+        elif config.model.target in heads.CLASS_TARGETS:
+            losses = single_task_compile_args()
+        else:
+            losses = target_compile_args(config.model.target, config.model.num_classes)
         model.compile(
             optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync),
             jit_compile=runtime.resolve_jit_compile(config.runtime, strategy),
