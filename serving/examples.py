@@ -21,7 +21,8 @@ def rows(config, split, count=None):
 
     dataset_dir = dataset_dir_for(config.data, prepare=False)
     columns, _ = load_split(dataset_dir, split, config.data, config.model.modalities,
-                            config.model.num_classes)
+                            config.model.num_classes,
+                            target=getattr(config.model, "target", "multiclass"))
     return {k: np.array(v[:count], copy=True) for k, v in columns.items()}
 
 
@@ -33,7 +34,8 @@ def batches(config, max_examples, batch_size=64, split="test", preprocessing=Non
 
     data = config.data
     dataset_dir = dataset_dir_for(data, prepare=False)
-    columns, _ = load_split(dataset_dir, split, data, config.model.modalities, config.model.num_classes)
+    columns, _ = load_split(dataset_dir, split, data, config.model.modalities, config.model.num_classes,
+                            target=getattr(config.model, "target", "multiclass"))
     if max_examples:
         columns = {k: v[:max_examples] for k, v in columns.items()}
     ds = make_dataset(columns, data, sorted(config.model.modalities), batch_size=batch_size,

@@ -52,7 +52,8 @@ def load_examples(config, split="test", max_examples=None, batch_size=256, start
     """
     modalities = sorted(config.model.modalities)
     dataset_dir = dataset_dir_for(config.data, prepare=False)
-    columns, _ = load_split(dataset_dir, split, config.data, modalities, config.model.num_classes)
+    columns, _ = load_split(dataset_dir, split, config.data, modalities, config.model.num_classes,
+                            target=getattr(config.model, "target", "multiclass"))
     n = len(columns["label"])
     if not 0 <= start < n:
         raise IndexError(f"Example {start} is out of range: the {split} split of {dataset_dir} "
@@ -178,6 +179,11 @@ def evaluate(model_dir, robustness=False, split="test", max_examples=None, level
     model_dir = pathlib.Path(model_dir)
     start = time.time()
     config, model = load_model_dir(model_dir)
+    if getattr(config.model, "target", "multiclass") not in ("multiclass", "binary"):
+        raise errors.UserError(
+            f"{model_dir}: mmkeras evaluate measures class accuracy (with modalities missing, "
+            f"under noise); this model's target is {config.model.target}: its test figures "
+            "are in report.json ('test')")
     x, y = load_examples(config, split, max_examples, model_dir=model_dir)
     probabilities = rob.predict(model, x)
     payload = {

@@ -12,7 +12,14 @@ printed as a table; a small YAML (`--schema`) overrides any column:
     columns:
       sku: ignore            # leave a column out
       year: categorical
-    target_kind: multiclass
+    target_kind: multiclass  # binary, multiclass, multilabel (`a|b` cells), regression
+
+The target's kind (inferred, or `target_kind` in `--schema`) picks the head, loss and metrics
+(`model.target` in the generated config; `training/tasks/classification.py`): `binary` and
+`multiclass` (string or integer labels: softmax, accuracy), `multilabel` (cells `a|b`: a
+sigmoid per label, binary cross-entropy, micro-F1; best checkpoint on `val_micro_f1`) and
+`regression` (numbers: a linear head un-standardised inside the model, MSE, MAE / RMSE / R²;
+best checkpoint on `val_loss`).
 
 The table is then converted into the project's dataset format inside the model directory, and
 a config is generated and trained with the experiment trainer (`training.trainer.train`):
@@ -102,8 +109,15 @@ def image_settings(paths, side=DEFAULT_IMAGE_SIDE, sample=20):
     return [side, side, 1 if gray else 3], 1.0 if alpha else 0.0
 
 
-def generated_config(name, dataset_dir, layout, num_classes, image_paths, seed):
-    """The experiment config (a dict) for a converted table."""
+# The best checkpoint's metric per target kind (`model.target`).
+MONITORS = {"binary": "val_accuracy", "multiclass": "val_accuracy",
+            "multilabel": "val_micro_f1", "regression": "val_loss"}
+
+
+def generated_config(name, dataset_dir, layout, num_classes, image_paths, seed,
+                     target="multiclass"):
+    """The experiment config (a dict) for a converted table (`num_classes`: the labels of a
+    multi-label target, 1 for regression)."""
     data = {
         "dataset": "own",
         "data_dir": str(pathlib.Path(dataset_dir).resolve()),
@@ -116,7 +130,7 @@ def generated_config(name, dataset_dir, layout, num_classes, image_paths, seed):
         "tabular_categorical": layout.tabular_categorical(),
     }
     model = {"name": name, "modalities": layout.modalities, "num_classes": num_classes,
-             "fusion": {"type": "concat"}, "head_units": [64]}
+             "target": target, "fusion": {"type": "concat"}, "head_units": [64]}
     if "image" in layout.media:
         shape, fill = image_settings(image_paths)
         data.update(image_shape=shape, image_resize="pad", image_fill=fill,
@@ -131,7 +145,7 @@ def generated_config(name, dataset_dir, layout, num_classes, image_paths, seed):
         "data": data,
         "model": model,
         "trainer": {"epochs": 20, "learning_rate": 1e-3, "seed": seed,
-                    "monitor": "val_accuracy", "early_stopping_patience": 5},
+                    "monitor": MONITORS[target], "early_stopping_patience": 5},
         "runtime": {"distribution": "default"},
     }
 
@@ -178,7 +192,8 @@ def prepare(args):
     print(f"[data] {info['rows_written']} of {info['rows']} rows -> {model_dir / 'data'} "
           f"(splits {info['splits']}"
           + (f"; stratified {fractions}, seed {args.seed}" if schema.split_column is None else "")
-          + f"); labels {len(conversion.vocab.labels)}")
+          + f"); target {schema.target_kind}"
+          + (f", labels {len(conversion.vocab.labels)}" if conversion.vocab.labels else ""))
     if info["problems"]:
         print(f"[data] problems {info['problems']}; first: {info['first_problems'][:3]}")
     if info["imputed"]:
@@ -194,10 +209,20 @@ def prepare(args):
         with open(model_dir / "data" / "manifest.csv", newline="", encoding="utf-8") as f:
             image_paths = [r["image"] for r in csv.DictReader(f) if r["image"]][:20]
     generated = generated_config(model_name(args.data), model_dir / "data", conversion.layout,
-                                 len(conversion.vocab.labels), image_paths, args.seed)
+                                 conversion.vocab.num_outputs, image_paths, args.seed,
+                                 target=schema.target_kind)
     (model_dir / "generated.yaml").write_text(yaml.safe_dump(generated, sort_keys=False))
     config = load_config(None, [generated, *args.set])
     return config, model_dir
+
+
+def test_summary(test):
+    """The headline test figure of a report's `test` entry, per target kind."""
+    if "rmse" in test:
+        return f"test MAE {test['mae']:.4f}, RMSE {test['rmse']:.4f}"
+    if "micro_f1" in test:
+        return f"test micro-F1 {test['micro_f1'] or 0.0:.4f}"
+    return f"test accuracy {test['accuracy']:.4f}"
 
 
 @errors.command_line
@@ -209,8 +234,9 @@ def main(argv=None):
         return train.main(argv)
     args = parser().parse_args(argv)
     config, model_dir = prepare(args)
+    outputs = {"regression": "a number", "multilabel": f"{config.model.num_classes} labels"}
     print(f"[config] {model_dir / 'generated.yaml'}: modalities {config.model.modalities}, "
-          f"{config.model.num_classes} classes"
+          + outputs.get(config.model.target, f"{config.model.num_classes} classes")
           + (f", images {config.data.image_shape} ({config.data.image_resize})"
              if "image" in config.model.modalities else ""))
     if args.dry_run:
@@ -218,7 +244,7 @@ def main(argv=None):
     from training.trainer import train
 
     report = train(config, model_dir)
-    print(f"[train] test accuracy {report['test']['accuracy']:.4f} -> {model_dir}")
+    print(f"[train] {test_summary(report['test'])} -> {model_dir}")
     return 0
 
 

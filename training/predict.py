@@ -1,7 +1,7 @@
 """Predict new rows of a table with a model trained by `mmkeras train --data`.
 
     mmkeras predict --model-dir runs/products --data new.csv --out predictions.csv \\
-        [--top-k 5] [--bad-input mask] [--batch-size 64]
+        [--top-k 5] [--threshold 0.5] [--bad-input mask] [--batch-size 64]
 
 The table needs the feature columns the model was trained on (the target column may be
 absent, and is ignored when present). It is read with the model directory's saved schema
@@ -16,7 +16,11 @@ the bad modality missing.
 The output CSV has one row per predicted table row: `row` (its line in the table), `id` (the
 table's id column, if any), `label` (the predicted label name), `probability`, then the
 probability of every class (`p_<label>`) when there are at most `--top-k` classes, else the
-`--top-k` best (`top1_label`, `top1_probability`, ...), then `missing`.
+`--top-k` best (`top1_label`, `top1_probability`, ...), then `missing`. For a multi-label
+target `label` and `probability` are replaced by `labels`: the labels whose probability is at
+least `--threshold`, joined by the training separator (`a|b`; empty when none is); for a
+regression target by `value`, the predicted number in the target's units (and no
+probabilities).
 """
 
 import argparse
@@ -39,6 +43,9 @@ def parser():
     p.add_argument("--top-k", type=int, default=10,
                    help="with more classes than this, write the k best instead of all "
                         "(default %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="multi-label targets: a label is predicted when its probability is "
+                        "at least this (default %(default)s)")
     p.add_argument("--bad-input", choices=("error", "skip", "mask"), default=None,
                    help="policy for bad cells (default: the model's data.bad_input)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -78,7 +85,8 @@ def load_own_model_dir(model_dir):
     return schema, LabelVocabulary.load(model_dir), TableLayout.load(model_dir)
 
 
-def predict_table(model_dir, table, out, top_k=10, bad_input=None, batch_size=64):
+def predict_table(model_dir, table, out, top_k=10, bad_input=None, batch_size=64,
+                  threshold=0.5):
     """Predicts every usable row of `table` into the CSV `out`; returns a summary dict."""
     import numpy as np
 
@@ -99,8 +107,9 @@ def predict_table(model_dir, table, out, top_k=10, bad_input=None, batch_size=64
     with tempfile.TemporaryDirectory(prefix="mmkeras-predict-") as tmp:
         conversion = convert_table(table, schema, tmp, vocab=vocab, layout=layout,
                                    bad_input=data_config.bad_input, labelled=False)
+        # An unlabelled table's manifest labels are placeholder class ids (0) for every target.
         columns, report = load_split(tmp, "test", data_config, modalities,
-                                     config.model.num_classes)
+                                     max(config.model.num_classes, 1))
         with open(pathlib.Path(tmp) / "manifest.csv", newline="", encoding="utf-8") as f:
             source_ids = {r["id"]: r["source_id"] for r in csv.DictReader(f)}
     columns["source_id"] = np.array([source_ids[str(i)] for i in columns["id"]])
@@ -121,7 +130,12 @@ def predict_table(model_dir, table, out, top_k=10, bad_input=None, batch_size=64
             output = output[features.PROBABILITIES]
         probabilities.append(np.asarray(output))
     probabilities = np.concatenate(probabilities)
-    _write(out, columns, probabilities, vocab.labels, modalities, top_k)
+    if vocab.kind == "regression":
+        _write_values(out, columns, probabilities.reshape(-1), modalities)
+    else:
+        _write(out, columns, probabilities, vocab.labels, modalities, top_k,
+               threshold=threshold if vocab.kind == "multilabel" else None,
+               separator=vocab.separator)
     problems = conversion.info["first_problems"] + report.problems
     return {
         "rows": conversion.info["rows"],
@@ -135,11 +149,38 @@ def predict_table(model_dir, table, out, top_k=10, bad_input=None, batch_size=64
     }
 
 
-def _write(out, columns, probabilities, labels, modalities, top_k):
+def _row_start(columns, i):
+    """`[row, id]` of the i-th predicted row: its table line and the table's id cell."""
+    line = str(columns["id"][i]).rsplit(":", 1)[-1]
+    return [line, str(columns["source_id"][i]) if "source_id" in columns else ""]
+
+
+def _missing(columns, modalities, i):
+    return "|".join(m for m in modalities if columns[f"{m}_present"][i] < 0.5)
+
+
+def _write_values(out, columns, values, modalities):
+    """A regression model's predictions: `row, id, value, missing`."""
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", "id", "value", "missing"])
+        for i, value in enumerate(values):
+            writer.writerow(_row_start(columns, i) + [f"{float(value):.6g}",
+                                                      _missing(columns, modalities, i)])
+    tmp.replace(out)
+
+
+def _write(out, columns, probabilities, labels, modalities, top_k, threshold=None,
+           separator="|"):
+    """Class probabilities; with a `threshold` (multi-label), the label set above it."""
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     all_classes = len(labels) <= top_k
-    header = ["row", "id", "label", "probability"]
+    header = ["row", "id", "label", "probability"] if threshold is None else ["row", "id",
+                                                                              "labels"]
     if all_classes:
         header += [f"p_{label}" for label in labels]
     else:
@@ -151,18 +192,19 @@ def _write(out, columns, probabilities, labels, modalities, top_k):
         writer = csv.writer(f)
         writer.writerow(header)
         for i, p in enumerate(probabilities):
-            best = int(p.argmax())
-            row_id = str(columns["id"][i])
-            line = row_id.rsplit(":", 1)[-1]
-            source_id = str(columns["source_id"][i]) if "source_id" in columns else ""
-            cells = [line, source_id, labels[best], f"{p[best]:.6f}"]
+            cells = _row_start(columns, i)
+            if threshold is None:
+                best = int(p.argmax())
+                cells += [labels[best], f"{p[best]:.6f}"]
+            else:
+                cells.append(separator.join(
+                    label for label, v in zip(labels, p) if v >= threshold))
             if all_classes:
                 cells += [f"{v:.6f}" for v in p]
             else:
                 for j in p.argsort()[::-1][:top_k]:
                     cells += [labels[int(j)], f"{p[int(j)]:.6f}"]
-            cells.append("|".join(m for m in modalities
-                                  if columns[f"{m}_present"][i] < 0.5))
+            cells.append(_missing(columns, modalities, i))
             writer.writerow(cells)
     tmp.replace(out)
 
@@ -171,7 +213,7 @@ def _write(out, columns, probabilities, labels, modalities, top_k):
 def main(argv=None):
     args = parser().parse_args(argv)
     summary = predict_table(args.model_dir, args.data, args.out, args.top_k, args.bad_input,
-                            args.batch_size)
+                            args.batch_size, threshold=args.threshold)
     print(f"[predict] {summary['predicted']} of {summary['rows']} rows -> {args.out}"
           + (f"; skipped {summary['skipped']}" if summary["skipped"] else "")
           + (f"; modality missing (empty cell) {summary['missing']}" if summary["missing"] else "")

@@ -1,4 +1,5 @@
-"""Evaluation figures and plots: accuracy, per-class accuracy, confusion matrix, curves."""
+"""Evaluation figures and plots: accuracy, per-class accuracy, confusion matrix, curves;
+multi-label (micro / macro F1, per-label AUC) and regression (MAE, RMSE, R²) figures."""
 
 import csv
 import os
@@ -27,6 +28,91 @@ def classification_metrics(probabilities, labels, num_classes):
         "examples": int(len(labels)),
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
+    }
+
+
+def binary_auc(scores, labels):
+    """ROC AUC of `scores` for 0/1 `labels` (Mann-Whitney, ties counted half); None when
+    only one class is present."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels) > 0.5
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if not positives or not negatives:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2)
+                 / (positives * negatives))
+
+
+def _f1(tp, fp, fn):
+    return float(2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else None
+
+
+def multilabel_metrics(probabilities, labels, label_names=None, threshold=0.5):
+    """Multi-label figures of sigmoid `probabilities` against multi-hot `labels` `(n, k)`.
+
+    `micro_f1` pools every (example, label) decision (`probability >= threshold`);
+    `macro_f1` averages the per-label F1 over labels with any positive or predicted example;
+    `subset_accuracy` counts examples whose whole label set is right; `loss` is the mean
+    binary cross-entropy; `per_label` has each label's F1, AUC (None with one class only)
+    and support.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64) > 0.5
+    names = label_names or [str(i) for i in range(probabilities.shape[-1])]
+    predicted = probabilities >= threshold
+    tp = (predicted & labels).sum(axis=0)
+    fp = (predicted & ~labels).sum(axis=0)
+    fn = (~predicted & labels).sum(axis=0)
+    per_label = {
+        name: {"f1": _f1(tp[j], fp[j], fn[j]),
+               "auc": binary_auc(probabilities[:, j], labels[:, j]),
+               "support": int(labels[:, j].sum())}
+        for j, name in enumerate(names)
+    }
+    f1s = [v["f1"] for v in per_label.values() if v["f1"] is not None]
+    aucs = [v["auc"] for v in per_label.values() if v["auc"] is not None]
+    p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+    n = len(labels)
+    return {
+        "micro_f1": _f1(tp.sum(), fp.sum(), fn.sum()),
+        "macro_f1": float(np.mean(f1s)) if f1s else None,
+        "macro_auc": float(np.mean(aucs)) if aucs else None,
+        "subset_accuracy": float((predicted == labels).all(axis=1).mean()) if n else float("nan"),
+        "loss": float(-(labels * np.log(p) + ~labels * np.log(1 - p)).mean()) if n
+        else float("nan"),
+        "threshold": threshold,
+        "examples": int(n),
+        "per_label": per_label,
+    }
+
+
+def regression_metrics(values, targets):
+    """MAE, RMSE, R² (1 - residual / total sum of squares; None for constant targets) and the
+    mean squared error as `loss`, of predicted `values` against `targets` (real units)."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if not len(targets):
+        return {"mae": float("nan"), "rmse": float("nan"), "r2": None, "loss": float("nan"),
+                "examples": 0}
+    errors = values - targets
+    mse = float((errors ** 2).mean())
+    total = float(((targets - targets.mean()) ** 2).sum())
+    return {
+        "mae": float(np.abs(errors).mean()),
+        "rmse": float(np.sqrt(mse)),
+        "r2": float(1 - (errors ** 2).sum() / total) if total > 0 else None,
+        "loss": mse,
+        "examples": int(len(targets)),
     }
 
 

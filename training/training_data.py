@@ -50,7 +50,8 @@ def load_splits(config, dataset_dir):
     """Reads and checks the train/validation/test manifest rows: `{split: (columns, report)}`."""
     return {
         split: load_split(
-            dataset_dir, split, config.data, config.model.modalities, config.model.num_classes
+            dataset_dir, split, config.data, config.model.modalities, config.model.num_classes,
+            target=getattr(config.model, "target", "multiclass"),
         )
         for split in SPLITS
     }

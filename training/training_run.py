@@ -24,8 +24,9 @@ class TrainingRun:
 
 
 def monitor_mode(monitor):
-    """`"min"` for losses and errors, else `"max"` (accuracy, AUC, ...)."""
-    return "min" if any(word in monitor for word in ("loss", "error")) else "max"
+    """`"min"` for losses and errors (`mae`, `rmse`, `mse` too), else `"max"` (accuracy,
+    AUC, F1, R², ...)."""
+    return "min" if any(word in monitor for word in ("loss", "error", "mae", "mse")) else "max"
 
 
 def announce(config, data, strategy, size=None):

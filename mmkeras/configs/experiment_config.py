@@ -368,7 +368,14 @@ class ModelConfig:
         name: the model's name (also the TF Serving model name on export).
         modalities: modalities the model takes (a subset of `data.modalities`); one modality
             gives a unimodal baseline.
-        num_classes: classes of the head.
+        num_classes: classes of the head (labels of a `multilabel` target; ignored for
+            `regression`, which has one output).
+        target: what the head predicts (`TARGET_KINDS`): `multiclass` (a softmax over
+            `num_classes`; the default), `binary` (the same, two classes), `multilabel` (one
+            sigmoid per label; the manifest label is a JSON list of 0/1) or `regression` (a
+            number: a linear head whose output is un-standardised with the training targets'
+            mean and standard deviation, so the model outputs real units; the output is
+            named `value`).
         head_units: hidden units of the MLP head (empty: a linear head).
         head_dropout: dropout before the output layer.
         missing: modality dropout and imputation of missing modalities.
@@ -382,6 +389,7 @@ class ModelConfig:
     name: str = "avmnist_fusion"
     modalities: typing.List[str] = dataclasses.field(default_factory=lambda: ["image", "audio"])
     num_classes: int = 10
+    target: str = "multiclass"
     image_encoder: ImageEncoderConfig = dataclasses.field(default_factory=ImageEncoderConfig)
     audio_encoder: AudioEncoderConfig = dataclasses.field(default_factory=AudioEncoderConfig)
     text_encoder: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig)
@@ -635,6 +643,17 @@ def _check_tasks_and_sources(config):
         raise ConfigError(
             f"'model.main_loss_weight' must be >= 0, got {model.main_loss_weight}."
         )
+    if model.target in ("multilabel", "regression"):
+        if model.tasks:
+            raise ConfigError(
+                f"'model.tasks' derive class targets from the label; they need model.target "
+                f"multiclass or binary, got {model.target!r}."
+            )
+        if model.fusion.type in ("late", "decision"):
+            raise ConfigError(
+                f"'model.fusion.type' {model.fusion.type!r} combines class probabilities; "
+                f"model.target {model.target!r} needs a feature-level fusion (e.g. concat)."
+            )
     taken = {}
     for i, source in enumerate(model.init_from):
         where = f"model.init_from[{i}]"
@@ -683,6 +702,7 @@ FUSION_TYPES = (  # mmkeras.layers.fusion.FUSION_LAYERS, then DECISION_FUSION_LA
 )
 IMPUTATIONS = ("none", "zero", "learned", "mean")
 IMAGE_RESIZE = (None, "pad", "crop", "stretch")
+TARGET_KINDS = ("multiclass", "binary", "multilabel", "regression")  # mmkeras.models.heads
 MODALITY_NAMES = ("image", "audio", "text", "video", "tabular", "timeseries")
 
 # Dotted key -> allowed values (a key the config does not have is not checked).
@@ -702,6 +722,7 @@ CHOICES = {
     "model.timeseries_encoder.type": TIMESERIES_ENCODER_TYPES,
     "model.fusion.type": FUSION_TYPES,
     "model.missing.imputation": IMPUTATIONS,
+    "model.target": TARGET_KINDS,
     "data.image_resize": IMAGE_RESIZE,
 }
 # Keys that must be > 0 (None, where allowed, passes).

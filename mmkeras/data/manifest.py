@@ -3,7 +3,9 @@
 A manifest is a CSV file (`manifest.csv`, a header row) or a JSON Lines file
 (`manifest.jsonl`, one JSON object a line). Columns:
 
-- `id`, `split` (`train` / `validation` / `test`), `label` (an integer class id);
+- `id`, `split` (`train` / `validation` / `test`), `label`: an integer class id; for a
+  `multilabel` target a JSON list of `num_classes` 0/1 numbers (`[0, 1, 1]`), for a
+  `regression` target a finite number (`parse_label`);
 - one column per file modality, a path relative to the manifest's folder: `image` (PNG/JPEG),
   `audio` (WAV, FLAC, OGG Vorbis, MP3), `video` (GIF, MP4/WebM/AVI/MOV, or a folder of frame
   images), `timeseries` (`.npy`, `(steps, channels)`);
@@ -24,6 +26,7 @@ that is none of `train` / `validation` / `test` (a label or a split cannot be ma
 import collections
 import csv
 import dataclasses
+import json
 import math
 import pathlib
 import wave
@@ -302,6 +305,46 @@ def _rows(manifest_path):
         return list(reader.fieldnames or []), rows
 
 
+def parse_label(raw, target, num_classes):
+    """The label of a manifest cell for a `target` kind, or `(None, reason)`.
+
+    Returns `(label, None)`: an int in `[0, num_classes)` (`multiclass`, `binary`), a list of
+    `num_classes` 0/1 floats (`multilabel`; a JSON list in a CSV cell) or a finite float
+    (`regression`).
+    """
+    if target == "regression":
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            return None, f"label {raw!r} is not a number"
+        if not math.isfinite(value):
+            return None, f"label {raw!r} is not finite"
+        return value, None
+    if target == "multilabel":
+        value = raw
+        if isinstance(raw, str):
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = None
+        if (not isinstance(value, list) or len(value) != num_classes
+                or any(v not in (0, 1) for v in value)):
+            return None, f"label {raw!r} is not a list of {num_classes} 0/1 values"
+        return [float(v) for v in value], None
+    try:
+        label = int(raw)
+        if isinstance(raw, float) and raw != label:
+            label = None
+    except (TypeError, ValueError):
+        label = None
+    if label is None or not 0 <= label < num_classes:
+        return None, f"label {raw!r} is not an integer in [0, {num_classes})"
+    return label, None
+
+
+LABEL_DTYPES = {"multilabel": np.float32, "regression": np.float32}
+
+
 def find_manifest(dataset_dir):
     """`dataset_dir/manifest.csv` or `manifest.jsonl` (the first that exists)."""
     for name in MANIFEST_NAMES:
@@ -314,6 +357,7 @@ def find_manifest(dataset_dir):
 def read_manifest(
     manifest_path, split, modalities, num_classes, bad_input="error", max_examples=None,
     checkers=None, numeric_columns=(), categorical_columns=(), empty_is_missing=False,
+    target="multiclass",
 ):
     """Reads the rows of one split and checks them.
 
@@ -333,6 +377,7 @@ def read_manifest(
             strings; an empty cell is a category of its own).
         empty_is_missing: an empty file or text cell is a missing modality (presence 0,
             counted in `report.missing`), not bad input.
+        target: the label's kind (`model.target`, see `parse_label`).
 
     Returns:
         `(columns, report)`: `columns` maps `id`, `label`, each modality and
@@ -384,15 +429,9 @@ def read_manifest(
             break
         report.rows_read += 1
         where = f"{manifest_path}, line {line} (id {row.get('id')})"
-        raw_label = row.get("label")
-        try:
-            label = int(raw_label)
-            if isinstance(raw_label, float) and raw_label != label:
-                label = None
-        except (TypeError, ValueError):
-            label = None
-        if label is None or not 0 <= label < num_classes:
-            problem = f"{where}: label {raw_label!r} is not an integer in [0, {num_classes})"
+        label, reason = parse_label(row.get("label"), target, num_classes)
+        if reason is not None:
+            problem = f"{where}: {reason}"
             if _policy_for(bad_input, "label") == "error":
                 raise DataError(problem)
             report.skipped += 1
@@ -434,8 +473,11 @@ def read_manifest(
     report.missing = dict(empty)
     arrays = {
         "id": np.array(columns["id"], dtype=str),
-        "label": np.array(columns["label"], dtype=np.int64),
+        "label": np.array(columns["label"], dtype=LABEL_DTYPES.get(target, np.int64)),
     }
+    if target in ("multilabel", "regression"):  # (n, labels) and (n, 1), like the outputs
+        arrays["label"] = arrays["label"].reshape(
+            report.rows_kept, num_classes if target == "multilabel" else 1)
     for m in modalities:
         if m == "tabular":
             arrays[m] = np.array(columns[m], dtype=np.float32).reshape(

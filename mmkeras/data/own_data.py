@@ -3,7 +3,9 @@
 `convert_table` reads a CSV / TSV / JSONL table with its inferred `Schema` and writes, under
 `out_dir`:
 
-    manifest.csv   id (`<table>:<line>`), split, label (an id of `labels.json`), one column
+    manifest.csv   id (`<table>:<line>`), split, label (an id of `labels.json`; for a
+                   multi-label target a JSON multi-hot list over `labels.json`, for a
+                   regression target the number), one column
                    per modality: `image` / `audio` / `video` (absolute paths, "" if the cell
                    is empty), `text`, and the tabular columns (imputed numbers, categories,
                    `<column>_missing` indicators)
@@ -19,7 +21,8 @@ How the columns of a role become the model's modalities (`TableLayout`):
 | `numeric`, `categorical` | `tabular` | numbers imputed with the training mean, categories with the most frequent training value, plus a 0/1 `<column>_missing` number per column that had empty cells in training |
 
 Rows without a split column get a seeded stratified train / validation / test split (recorded
-in `dataset.json`). Problems follow the bad-input policy (`error`: raise one line naming the
+in `dataset.json`; a multi-label row is stratified by its rarest label, a regression table is
+one stratum). Problems follow the bad-input policy (`error`: raise one line naming the
 table, the line and the column; `skip`: drop the row and count it; `mask`: a bad number is
 treated as missing): an unknown split value (`trian`) or an empty target cannot be masked, so
 under `mask` the row is skipped. Media files are checked later, by `read_manifest`, with the
@@ -243,13 +246,19 @@ def _read_rows(path, header, rows, schema, layout, vocab, bad_input, problems, l
 
 
 def _assign_splits(records, labelled, vocab, fractions, seed):
+    """Stratified by the label; a multi-label row by its rarest label (whole label sets
+    make strata too small for every split to get rows); regression: one stratum."""
+    counts = None
+    if labelled and vocab.kind == "multilabel":
+        counts = [sum(r["label"][j] for r in records) for j in range(len(vocab.labels))]
     strata = []
     for r in records:
         label = r.get("label")
         if not labelled or vocab.kind == "regression":
             strata.append(0)
-        elif isinstance(label, list):
-            strata.append(tuple(label))
+        elif counts is not None:
+            present = [j for j, v in enumerate(label) if v]
+            strata.append(min(present, key=lambda j: (counts[j], j)) if present else -1)
         else:
             strata.append(label)
     for r, split in zip(records, stratified_splits(strata, fractions, seed)):
@@ -352,11 +361,6 @@ def convert_table(path, schema, out_dir, vocab=None, layout=None, split_fraction
     path = pathlib.Path(path)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if labelled and schema.target_kind not in ("binary", "multiclass"):
-        raise DataError(
-            f"{path}: target {schema.target!r} is {schema.target_kind}; training supports "
-            "binary and multiclass targets so far (set target_kind in --schema if the "
-            "inferred kind is wrong)")
     header, rows = read_table_lines(path)
     if vocab is None and labelled:
         vocab = LabelVocabulary.fit([r[schema.target] for _, r in rows], schema.target_kind,

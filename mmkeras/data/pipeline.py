@@ -192,8 +192,10 @@ def decode_timeseries(path, present, steps, channels):
     return tf.ensure_shape(series, [steps, channels])
 
 
-def load_split(dataset_dir, split, data_config, modalities, num_classes):
+def load_split(dataset_dir, split, data_config, modalities, num_classes, target="multiclass"):
     """Reads and checks the manifest rows of a split: `(columns, ManifestReport)`.
+
+    `target` is the label's kind (`model.target`: class ids, multi-hot lists or numbers).
 
     The manifest is `dataset_dir/manifest.csv` or `manifest.jsonl`; the row checks follow
     `data_config` (image shape, audio rate unless resampled, series channels).
@@ -209,6 +211,7 @@ def load_split(dataset_dir, split, data_config, modalities, num_classes):
         numeric_columns=data_config.tabular_numeric,
         categorical_columns=data_config.tabular_categorical,
         empty_is_missing=data_config.empty_is_missing,
+        target=target,
     )
 
 

@@ -15,6 +15,7 @@ from mmkeras.layers.fusion import DECISION_FUSION_LAYERS
 from mmkeras.layers.fusion import FUSION_LAYERS
 from mmkeras.layers.modality_dropout import ModalityDropout
 from mmkeras.layers.modality_imputation import ModalityImputation
+from mmkeras.models import heads
 from mmkeras.models import multitask
 from mmkeras.models import transfer
 
@@ -117,13 +118,10 @@ def _head(x, model_config, prefix=""):
     for i, units in enumerate(model_config.head_units):
         x = keras.layers.Dense(units, activation="relu", name=f"{prefix}head_dense{i}")(x)
     x = keras.layers.Dropout(model_config.head_dropout, name=f"{prefix}head_dropout")(x)
-    return keras.layers.Dense(
-        model_config.num_classes, activation="softmax", dtype="float32",
-        name=f"{prefix}logits_softmax",
-    )(x)
+    return heads.output_layer(model_config, name=f"{prefix}logits_softmax")(x)
 
 
-def build_classifier(model_config, data_config=None):
+def build_classifier(model_config, data_config=None, target_stats=None):
     """Builds the classifier described by `model_config` (an `mmkeras.configs.ModelConfig`).
 
     - one modality: a unimodal baseline (encoder + head);
@@ -135,6 +133,11 @@ def build_classifier(model_config, data_config=None):
     presence flags (training only) and/or `ModalityImputation` of missing embeddings before
     the fusion; its defaults add neither.
 
+    `target` picks the head (`mmkeras.models.heads`): softmax (`multiclass`, `binary`),
+    one sigmoid per label (`multilabel`), or linear (`regression`), un-standardised with
+    `target_stats` `(mean, std)` of the training targets (default `(0, 1)`) so the model
+    outputs real units.
+
     `tasks` adds auxiliary heads on the encoders' embeddings or the fused representation
     (`mmkeras.models.multitask`); `init_from` loads encoder weights from trained model
     directories and freezes them if asked (`mmkeras.models.transfer`), after the model is
@@ -142,7 +145,8 @@ def build_classifier(model_config, data_config=None):
 
     Returns:
         A functional `keras.Model` with inputs `{m, m_present for m in modalities}` and one
-        output, the class probabilities, named `probabilities`; with `tasks`, a dict output
+        output, the class probabilities, named `probabilities` (a regression model's is the
+        value, named `value`); with `tasks`, a dict output
         `{"probabilities": ..., <task name>: ...}` (`multitask.main_model` gives the
         single-output view).
     """
@@ -205,7 +209,11 @@ def build_classifier(model_config, data_config=None):
     else:
         known = sorted(FUSION_LAYERS) + sorted(DECISION_FUSION_LAYERS)
         raise ValueError(f"Unknown fusion type '{fusion_type}'. Known: {known}.")
-    outputs = keras.layers.Identity(name=features.PROBABILITIES, dtype="float32")(probs)
+    if heads.target_of(model_config) == "regression":
+        mean, std = target_stats if target_stats is not None else (0.0, 1.0)
+        outputs = heads.unstandardize(probs, mean, std)
+    else:
+        outputs = keras.layers.Identity(name=features.PROBABILITIES, dtype="float32")(probs)
     if model_config.tasks:
         outputs = {
             features.PROBABILITIES: outputs,

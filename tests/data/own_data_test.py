@@ -132,3 +132,58 @@ def test_unlabelled_table_with_the_training_layout(products, tmp_path):
     with pytest.raises(DataError, match=r"new.csv: missing columns \['rating'\]"):
         own_data.convert_table(new_path, schema, tmp_path / "new2", vocab=trained.vocab,
                                layout=trained.layout, labelled=False)
+
+
+def test_multilabel_and_regression_targets(openmoji_small, tmp_path):  # noqa: F811
+    """`a|b` cells become multi-hot manifest labels (stratified by the rarest label: every
+    split gets rows), numeric cells become numbers; `read_manifest` reads them per target."""
+    from mmkeras.data.manifest import read_manifest
+
+    rows = _user_table(openmoji_small, tmp_path / "p.csv")
+    path = _write_csv(tmp_path / "p.csv", rows)
+    tags = own_data.convert_table(path, infer_schema(path, target="tags"), tmp_path / "tags")
+    assert tags.vocab.kind == "multilabel"
+    assert all(tags.info["splits"][s] > 0 for s in ("train", "validation", "test"))
+    manifest = _manifest(tmp_path / "tags")
+    for source, row in zip(rows, manifest):
+        hot = json.loads(row["label"])
+        assert [label for label, v in zip(tags.vocab.labels, hot) if v] == sorted(
+            source["tags"].split("|"))
+    columns, _ = read_manifest(tmp_path / "tags" / "manifest.csv", "train", ["text"],
+                               len(tags.vocab.labels), target="multilabel")
+    assert columns["label"].shape == (tags.info["splits"]["train"], len(tags.vocab.labels))
+    assert columns["label"].dtype == np.float32 and set(np.unique(columns["label"])) == {0, 1}
+
+    rating = own_data.convert_table(path, infer_schema(path, target="rating"),
+                                    tmp_path / "rating")
+    assert rating.vocab.kind == "regression" and rating.vocab.num_outputs == 1
+    manifest = _manifest(tmp_path / "rating")
+    assert [float(r["label"]) for r in manifest] == [float(r["rating"]) for r in rows]
+    columns, _ = read_manifest(tmp_path / "rating" / "manifest.csv", "test", ["text"], 1,
+                               target="regression")
+    test = [float(r["label"]) for r in manifest if r["split"] == "test"]
+    np.testing.assert_allclose(columns["label"][:, 0], test, rtol=1e-6)
+
+
+def test_bad_targets_name_the_line(openmoji_small, tmp_path):  # noqa: F811
+    rows = _user_table(openmoji_small, tmp_path / "p.csv")
+    rows[4]["rating"] = "n/a"
+    path = _write_csv(tmp_path / "p.csv", rows)
+    schema = infer_schema(path, target="rating", overrides={"target_kind": "regression"})
+    with pytest.raises(DataError, match=r"p.csv, line 6, column 'rating': .*'n/a' is not a num"):
+        own_data.convert_table(path, schema, tmp_path / "data")
+    out = own_data.convert_table(path, schema, tmp_path / "data", bad_input="skip")
+    assert out.info["problems"] == {"bad_target": 1} and out.info["rows_written"] == 109
+
+
+def test_manifest_labels_per_target():
+    from mmkeras.data.manifest import parse_label
+
+    assert parse_label("2", "multiclass", 3) == (2, None)
+    assert parse_label("3", "binary", 2)[1] == "label '3' is not an integer in [0, 2)"
+    assert parse_label("[0, 1, 1]", "multilabel", 3) == ([0.0, 1.0, 1.0], None)
+    assert "not a list of 3 0/1 values" in parse_label("[0, 2, 1]", "multilabel", 3)[1]
+    assert "not a list of 3 0/1 values" in parse_label("[0, 1]", "multilabel", 3)[1]
+    assert parse_label("-1.5", "regression", 1) == (-1.5, None)
+    assert parse_label("nan", "regression", 1)[1] == "label 'nan' is not finite"
+    assert parse_label("x", "regression", 1)[1] == "label 'x' is not a number"

@@ -14,6 +14,7 @@ from tests.data.schema_test import _write_csv
 from tests.datasets.openmoji_test import openmoji_small  # noqa: F401  (session fixture)
 from training import own_data_train
 from training import predict
+from training import report as report_lib
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +97,103 @@ def test_evaluate_reads_the_fitted_preprocessing(trained_products):
     assert payload["metrics"]["accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-6)
     assert set(payload["missing_modalities"]) == {
         "all_present", "image_missing", "tabular_missing", "text_missing", "all_missing"}
+
+
+def _test_rows(model_dir):
+    """The table lines (as strings) of the converted test split."""
+    with open(model_dir / "data" / "manifest.csv", newline="") as f:
+        return [r["id"].rsplit(":", 1)[-1] for r in csv.DictReader(f) if r["split"] == "test"]
+
+
+@pytest.fixture(scope="session")
+def product_table(openmoji_small, tmp_path_factory):  # noqa: F811
+    """The product table with its `tags` (`a|b`, multi-label) and `rating` (numeric) columns."""
+    root = tmp_path_factory.mktemp("own_targets")
+    rows = _user_table(openmoji_small, root / "products.csv")
+    return root, rows, _write_csv(root / "products.csv", rows)
+
+
+def _train(table, target, model_dir, *extra):
+    status = own_data_train.main([
+        "--data", str(table), "--target", target, "--model-dir", str(model_dir),
+        "--schema", str(_ignore(table.parent, target)),
+        "--set", "trainer.epochs=1", *extra,
+    ])
+    assert status == 0
+    return json.loads((model_dir / "report.json").read_text())
+
+
+def _ignore(root, target):
+    """A --schema leaving out the other target column and, for speed, the photo (images are
+    covered by `trained_products`): a text + tabular model."""
+    other = {"tags": "rating", "rating": "tags"}[target]
+    path = root / f"schema_{target}.yaml"
+    path.write_text(f"columns:\n  {other}: ignore\n  colour: ignore\n  photo: ignore\n")
+    return path
+
+
+@pytest.mark.large
+def test_multilabel_table_trains_and_predicts_label_sets(product_table):
+    root, rows, table = product_table
+    model_dir = root / "tags_run"
+    report = _train(table, "tags", model_dir)
+    vocab = json.loads((model_dir / "labels.json").read_text())
+    assert vocab["kind"] == "multilabel"
+    assert set(vocab["labels"]) == {t for r in rows for t in r["tags"].split("|")}
+    assert report["config"]["model"]["target"] == "multilabel"
+    assert report["config"]["model"]["num_classes"] == len(vocab["labels"])
+    assert report["config"]["trainer"]["monitor"] == "val_micro_f1"
+    test = report["test"]
+    assert set(test["per_label"]) == set(vocab["labels"])
+    assert test["examples"] == len(_test_rows(model_dir))
+    # The report's figures are those of predict's probabilities on the same rows.
+    out = root / "tags_predictions.csv"
+    new = [{k: v for k, v in r.items() if k != "tags"} for r in rows]
+    predict.predict_table(model_dir, _write_csv(root / "tags_new.csv", new), out, top_k=50,
+                          threshold=0.3)
+    with open(out, newline="") as f:
+        predictions = list(csv.DictReader(f))
+    assert list(predictions[0])[:3] == ["row", "id", "labels"]
+    probabilities = np.array([[float(p[f"p_{label}"]) for label in vocab["labels"]]
+                              for p in predictions])
+    for p, probs in zip(predictions, probabilities):
+        chosen = [label for label, v in zip(vocab["labels"], probs) if v >= 0.3]
+        assert p["labels"] == "|".join(chosen)
+    by_line = {p["row"]: i for i, p in enumerate(predictions)}
+    test_lines = _test_rows(model_dir)
+    labels = np.array([[float(t in rows[int(line) - 2]["tags"].split("|"))
+                        for t in vocab["labels"]] for line in test_lines])
+    again = report_lib.multilabel_metrics(
+        probabilities[[by_line[line] for line in test_lines]], labels, vocab["labels"])
+    assert again["micro_f1"] == pytest.approx(test["micro_f1"], abs=1e-4)
+    assert again["loss"] == pytest.approx(test["loss"], abs=1e-4)
+
+
+@pytest.mark.large
+def test_regression_table_trains_and_predicts_values_in_real_units(product_table):
+    root, rows, table = product_table
+    model_dir = root / "rating_run"
+    report = _train(table, "rating", model_dir)
+    assert report["config"]["model"]["target"] == "regression"
+    assert report["config"]["trainer"]["monitor"] == "val_loss"
+    with open(model_dir / "data" / "manifest.csv", newline="") as f:
+        manifest = list(csv.DictReader(f))
+    train = [float(r["label"]) for r in manifest if r["split"] == "train"]
+    stats = report["target_statistics"]
+    assert stats["mean"] == pytest.approx(np.mean(train), rel=1e-5)
+    assert stats["std"] == pytest.approx(np.std(train), rel=1e-4)
+    out = root / "rating_predictions.csv"
+    new = [{k: v for k, v in r.items() if k != "rating"} for r in rows]
+    predict.predict_table(model_dir, _write_csv(root / "rating_new.csv", new), out)
+    with open(out, newline="") as f:
+        predictions = list(csv.DictReader(f))
+    assert list(predictions[0]) == ["row", "id", "value", "missing"]
+    values = {p["row"]: float(p["value"]) for p in predictions}
+    test_lines = _test_rows(model_dir)
+    again = report_lib.regression_metrics(
+        [values[line] for line in test_lines], [float(rows[int(line) - 2]["rating"])
+                                                for line in test_lines])
+    test = report["test"]
+    assert test["examples"] == len(test_lines)
+    for key in ("mae", "rmse", "r2"):
+        assert again[key] == pytest.approx(test[key], abs=1e-4), key

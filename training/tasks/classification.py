@@ -1,5 +1,14 @@
 """Classification: the fusion classifier (`mmkeras.models.build_classifier`) on the
-manifest's labels, with optional auxiliary heads (`model.tasks`)."""
+manifest's labels, with optional auxiliary heads (`model.tasks`).
+
+`model.target` picks the head, loss, metrics and test figures:
+
+| target | loss | metrics (logged) | `report.json` `test` | default monitor |
+|---|---|---|---|---|
+| `multiclass`, `binary` | cross-entropy | accuracy | accuracy, per-class accuracy, confusion matrix | `val_accuracy` |
+| `multilabel` | binary cross-entropy | micro_f1, auc | micro / macro F1, per-label F1 and AUC, subset accuracy | `val_micro_f1` |
+| `regression` | mean squared error (real units) | mae, rmse | MAE, RMSE, R² | `val_loss` |
+"""
 
 import pathlib
 
@@ -8,8 +17,12 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras import features
+from mmkeras import errors
 from mmkeras import model_dir as model_dir_lib
+from mmkeras.data.targets import LABELS_FILE
+from mmkeras.data.targets import LabelVocabulary
 from mmkeras.models import build_classifier
+from mmkeras.models import heads
 from mmkeras.models import multitask
 from mmkeras.models import transfer
 from training import report as report_lib
@@ -20,6 +33,7 @@ from training.monitoring import make_monitor
 from training.tasks.base import Task
 from training.tasks.base import recipe_hparams
 from training.tasks.registry import register
+from training.training_run import monitor_mode
 
 
 def predict(model, dataset):
@@ -70,6 +84,52 @@ class OnModel(keras.callbacks.Callback):
         self.callback.on_train_end(logs)
 
 
+# The monitor a target gets when `trainer.monitor` is left at its default.
+DEFAULT_MONITOR = "val_accuracy"
+TARGET_MONITORS = {"multilabel": "val_micro_f1", "regression": "val_loss"}
+
+
+def target_compile_args(target, num_classes=None):
+    """Loss and metrics of a `multilabel` or `regression` head (class targets:
+    `training.losses.classification_compile_args`)."""
+    if target == "multilabel":
+        return dict(
+            loss=keras.losses.BinaryCrossentropy(),
+            metrics=[
+                keras.metrics.F1Score(average="micro", threshold=0.5, name="micro_f1"),
+                keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="auc"),
+            ],
+        )
+    if target == "regression":
+        return dict(
+            loss=keras.losses.MeanSquaredError(),
+            metrics=[keras.metrics.MeanAbsoluteError(name="mae"),
+                     keras.metrics.RootMeanSquaredError(name="rmse")],
+        )
+    raise ValueError(f"No target loss for model.target {target!r}: class targets use the "
+                     "classification loss.")
+
+
+def target_metrics(config, model_dir, outputs, labels):
+    """The `test` figures of a `model.target` kind (see the module table)."""
+    target = config.model.target
+    if target == "regression":
+        return report_lib.regression_metrics(outputs, labels)
+    if target == "multilabel":
+        names = None
+        if (pathlib.Path(model_dir) / LABELS_FILE).is_file():
+            names = LabelVocabulary.load(model_dir).labels
+        return report_lib.multilabel_metrics(outputs, labels, names)
+    return report_lib.classification_metrics(outputs, labels, config.model.num_classes)
+
+
+def regression_statistics(model):
+    """`{"mean", "std"}` the regression model un-standardises its output with."""
+    layer = model.get_layer(heads.VALUE)
+    return {"mean": float(np.asarray(layer.mean).reshape(-1)[0]),
+            "std": float(np.sqrt(np.asarray(layer.variance).reshape(-1)[0]))}
+
+
 def task_metrics(model, dataset, model_config):
     """Test metrics of every head of a multi-task model: `{output name: {...}}` (a head on a
     modality is scored on the examples that have it)."""
@@ -110,7 +170,20 @@ class ClassificationTask(Task):
     name = "classification"
     supports_multi_worker = True
 
+    def monitor(self, config):
+        """`trainer.monitor`, or the target's own when left at `val_accuracy` (the default,
+        which only class targets log): `val_micro_f1` (multilabel), `val_loss` (regression)."""
+        if config.trainer.monitor == DEFAULT_MONITOR:
+            monitor = TARGET_MONITORS.get(config.model.target, DEFAULT_MONITOR)
+            return monitor, monitor_mode(monitor)
+        return super().monitor(config)
+
     def fit_datasets(self, config, data):
+        if (config.model.target not in heads.CLASS_TARGETS
+                and config.runtime.distribution == "multi_worker"):
+            raise errors.UserError(
+                f"runtime.distribution multi_worker trains class targets only; model.target "
+                f"is {config.model.target!r}: use mirrored or default")
         train_ds, val_ds = super().fit_datasets(config, data)
         if not config.model.tasks:
             return train_ds, val_ds
@@ -122,9 +195,16 @@ class ClassificationTask(Task):
         return train_ds.map(to_targets), val_ds.map(to_targets)
 
     def build_model(self, config, data, strategy):
-        model = build_classifier(config.model, config.data)
-        losses = (multitask.compile_args(config.model) if config.model.tasks
-                  else classification_compile_args(config.trainer))
+        target_stats = None
+        if config.model.target == "regression":
+            target_stats = heads.target_statistics(data.columns("train")["label"])
+        model = build_classifier(config.model, config.data, target_stats=target_stats)
+        if config.model.tasks:
+            losses = multitask.compile_args(config.model)
+        elif config.model.target in heads.CLASS_TARGETS:
+            losses = classification_compile_args(config.trainer)
+        else:
+            losses = target_compile_args(config.model.target, config.model.num_classes)
         # The custom loop's per-example loss: the same loss (label smoothing included).
         self._per_example_loss = classification_loss(config.trainer, reduction=None)
         model.compile(
@@ -152,6 +232,8 @@ class ClassificationTask(Task):
         tasks = bool(config.model.tasks)
         first = [MainTaskLogs()] if tasks else []
         last = []
+        if config.model.target not in heads.CLASS_TARGETS:  # the monitor reads class ids
+            return first, last
         monitor = make_monitor(config, model_dir, data.dataset("validation", config.data))
         if monitor is not None:
             last.append(OnModel(monitor, multitask.main_model(model)) if tasks else monitor)
@@ -161,6 +243,7 @@ class ClassificationTask(Task):
         c = config
         return {
             "model.fusion.type": c.model.fusion.type,
+            "model.target": c.model.target,
             "model.modalities": ",".join(sorted(c.model.modalities)),
             **recipe_hparams(c),
             "data.variant": c.data.variant,
@@ -205,9 +288,10 @@ class ClassificationTask(Task):
         return best
 
     def evaluate(self, config, model_dir, model, data, strategy):
-        probabilities, labels = predict(model, data.dataset("test", config.data))
-        test = report_lib.classification_metrics(probabilities, labels, config.model.num_classes)
-        result = {"test": test}
+        outputs, labels = predict(model, data.dataset("test", config.data))
+        result = {"test": target_metrics(config, model_dir, outputs, labels)}
+        if config.model.target == "regression":
+            result["target_statistics"] = regression_statistics(model)
         if config.model.tasks:
             full = keras.saving.load_model(pathlib.Path(model_dir) / model_dir_lib.MULTITASK_FILE)
             result["tasks"] = task_metrics(full, data.dataset("test", config.data), config.model)
@@ -218,6 +302,8 @@ class ClassificationTask(Task):
         return result
 
     def plots(self, report, model_dir, config):
+        if config.model.target not in heads.CLASS_TARGETS:
+            return
         test = report["test"]
         report_lib.plot_confusion_matrix(
             test["confusion_matrix"], pathlib.Path(model_dir) / "confusion_matrix.png",
@@ -226,4 +312,11 @@ class ClassificationTask(Task):
 
     def summary_lines(self, report):
         test = report["test"]
+        if "rmse" in test:
+            r2 = "n/a" if test["r2"] is None else f"{test['r2']:.4f}"
+            return [f"test MAE {test['mae']:.4f}, RMSE {test['rmse']:.4f}, R2 {r2}"]
+        if "micro_f1" in test:
+            f1 = "n/a" if test["micro_f1"] is None else f"{test['micro_f1']:.4f}"
+            return [f"test micro-F1 {f1}, subset accuracy {test['subset_accuracy']:.4f}, "
+                    f"loss {test['loss']:.4f}"]
         return [f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}"]
