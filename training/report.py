@@ -6,12 +6,14 @@ import os
 import pathlib
 
 import numpy as np
+from sklearn.metrics import f1_score
 
 from mmkeras import model_dir as model_dir_lib
 
 
 def classification_metrics(probabilities, labels, num_classes):
-    """Accuracy, cross-entropy, per-class accuracy and the confusion matrix."""
+    """Accuracy, cross-entropy, macro-F1, ROC AUC (binary; mean one-vs-rest for more
+    classes), per-class accuracy and the confusion matrix."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     predicted = probabilities.argmax(axis=-1)
@@ -22,9 +24,22 @@ def classification_metrics(probabilities, labels, num_classes):
         for c in range(num_classes)
     }
     picked = probabilities[np.arange(len(labels)), labels]
+    # Macro-F1 over the classes in the labels or the predictions (scikit-learn's default set).
+    macro_f1 = (float(f1_score(labels, predicted, average="macro", zero_division=0))
+                if len(labels) else None)
+    # ROC AUC: of class 1 for two classes; else the mean one-vs-rest AUC over the classes with
+    # both positives and negatives among the labels.
+    if num_classes == 2:
+        auc = binary_auc(probabilities[:, 1], labels == 1)
+    else:
+        aucs = [binary_auc(probabilities[:, c], labels == c) for c in range(num_classes)]
+        aucs = [a for a in aucs if a is not None]
+        auc = float(np.mean(aucs)) if aucs else None
     return {
         "accuracy": float((predicted == labels).mean()) if len(labels) else float("nan"),
         "loss": float(-np.log(np.clip(picked, 1e-7, 1.0)).mean()) if len(labels) else float("nan"),
+        "macro_f1": macro_f1,
+        "auc": auc,
         "examples": int(len(labels)),
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),

@@ -91,3 +91,25 @@ def test_default_monitor_per_target():
                                            "trainer.monitor=val_mae"])) == ("val_mae", "min")
     assert task.monitor(load_config(None, ["model.target=regression",
                                            "trainer.monitor=val_rmse"])) == ("val_rmse", "min")
+
+
+def test_classification_metrics_macro_f1_and_auc_against_hand_computation():
+    import numpy as np
+
+    from training.report import classification_metrics
+
+    # 3 classes; predictions: class 0 right twice, class 1 right once and once as 2, class 2
+    # right once.
+    p = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.3, 0.6],
+                  [0.1, 0.2, 0.7]])
+    y = np.array([0, 0, 1, 1, 2])
+    m = classification_metrics(p, y, 3)
+    # per-class F1: class 0: P=1, R=1 -> 1; class 1: P=1, R=0.5 -> 2/3; class 2: P=0.5, R=1 -> 2/3
+    assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    # one-vs-rest AUC, class 0: scores of positives {0.8, 0.6} above all negatives -> 1;
+    # class 1: positives {0.7, 0.3} vs negatives {0.1, 0.3, 0.2}: 0.7 beats 3, 0.3 beats 2 and
+    # ties 1 -> (3 + 2.5) / 6; class 2: positives {0.7} vs {0.1, 0.1, 0.1, 0.6} -> 1.
+    assert m["auc"] == pytest.approx((1 + 5.5 / 6 + 1) / 3)
+    binary = classification_metrics(np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7]]),
+                                     np.array([0, 0, 1]), 2)
+    assert binary["auc"] == pytest.approx(1.0) and binary["accuracy"] == pytest.approx(2 / 3)
