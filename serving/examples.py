@@ -6,6 +6,7 @@ signature checks (`signature_check_rows`, with a modality marked missing) and wa
 examples (`warmup_examples`).
 """
 
+import io
 import pathlib
 
 import numpy as np
@@ -122,6 +123,55 @@ def raw_batch(columns, raw):
         else:
             batch[f.name] = np.asarray(columns[f.modality], np.float32)
     return batch
+
+
+def wav_for_other_audio(batch, x, raw, sample_rate):
+    """`serve_raw` takes 16-bit WAV: audio files in another format (OGG, FLAC, MP3: what the
+    training pipeline also reads) are sent as the WAV a client would make of them, the
+    pipeline's waveform at the model's rate, and the reference inputs `x` get that WAV's
+    16-bit samples, so both sides see the same audio. Changes `batch` and `x` in place;
+    returns how many files were converted."""
+    from mmkeras import features
+    from mmkeras.data import example_schema
+
+    converted = 0
+    for f in raw:
+        if f.kind != features.AUDIO:
+            continue
+        for i, data in enumerate(batch[f.name]):
+            if not data or bytes(data[:4]) == b"RIFF":
+                continue
+            wav = example_schema.encode_wav(np.asarray(x[f.modality][i]), sample_rate)
+            batch[f.name][i] = wav
+            quantized = np.clip(np.round(np.asarray(x[f.modality][i], np.float64) * 32768.0),
+                                -32768, 32767) / 32768.0
+            x[f.modality][i] = quantized.astype(np.float32)
+            converted += 1
+    return converted
+
+
+def fitted_png_for_client(batch, x, raw):
+    """A model trained with `data.image_resize` fits images inside `serve_raw`; the TFLite client
+    step (`serving.client.tflite_inputs`) takes images already at the model's shape. Sends the
+    pipeline's fitted image as an 8-bit PNG (what a client that resizes first would send) and
+    gives the reference inputs `x` the same 8-bit pixels. Changes `batch` and `x` in place."""
+    from PIL import Image
+
+    from mmkeras import features
+
+    for f in raw:
+        if f.kind != features.IMAGE:
+            continue
+        for i, data in enumerate(batch[f.name]):
+            if not data:
+                continue
+            pixels = np.clip(np.round(np.asarray(x[f.modality][i]) * 255.0), 0, 255)
+            pixels = pixels.astype(np.uint8)
+            buffer = io.BytesIO()
+            Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
+                buffer, format="PNG")
+            batch[f.name][i] = buffer.getvalue()
+            x[f.modality][i] = (pixels / 255.0).astype(np.float32)
 
 
 def raw_examples(batch, raw):

@@ -330,6 +330,7 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         warmup_examples=examples.warmup_examples(config, preprocessing=preprocessing),
         model_name=config.model.name, preprocessing=preprocessing,
         wav_rate=config.model.audio_encoder.serve_wav_rate,
+        image_resize=config.data.image_resize, image_fill=config.data.image_fill,
     )
     timings = {"savedmodel": round(time.time() - t0, 1)}
     # TFLite and ONNX carry the main head: with --all-heads they are converted from a

@@ -126,6 +126,10 @@ def check_signatures(config, model, savedmodel_dir, raw, preprocessing=None,
     columns = examples.signature_check_rows(config, count)
     modalities = sorted(config.model.modalities)
     x = examples.pipeline_inputs(columns, config, modalities, preprocessing)
+    x = {k: np.array(v) for k, v in x.items()}
+    batch = examples.raw_batch(columns, raw)
+    converted = examples.wav_for_other_audio(batch, x, raw, sm.audio_sample_rate(model))
+    x = {k: tf.constant(v) for k, v in x.items()}
     signatures = tf.saved_model.load(str(savedmodel_dir)).signatures
     reference = {k: v.numpy() for k, v in signatures[sm.SERVING_DEFAULT](**x).items()}
     keras_probs = model(x, training=False)
@@ -134,7 +138,6 @@ def check_signatures(config, model, savedmodel_dir, raw, preprocessing=None,
     keras_probs = np.asarray(keras_probs)
     pairs = [(k, k[:-len(features.PROBABILITIES)] + features.CLASS_ID)
              for k in reference if k.endswith(features.PROBABILITIES)]
-    batch = examples.raw_batch(columns, raw)
     serialized = [e.SerializeToString() for e in examples.raw_examples(batch, raw)]
     outputs = {
         sm.SERVE_RAW: signatures[sm.SERVE_RAW](
@@ -154,6 +157,7 @@ def check_signatures(config, model, savedmodel_dir, raw, preprocessing=None,
                         "max_abs_diff_vs_serving_default": diff,
                         "max_abs_diff_vs_keras": vs_keras, "tolerance": tolerance,
                         "nan_cells": examples.nan_cells(batch, raw),
+                        "audio_files_sent_as_wav": converted,
                         "passed": bool(diff <= tolerance and vs_keras <= tolerance
                                        and same_class)}
     return report
@@ -167,11 +171,16 @@ def check_tflite_client_step(config, model, tflite_path, assets_dir, raw, prepro
     pipeline's tensors of the same rows (those of `check_signatures`)."""
     from mmkeras import features
     from serving import client
+    from serving import serving_module as sm
 
     columns = examples.signature_check_rows(config, count)
     x = examples.pipeline_inputs(columns, config, sorted(config.model.modalities), preprocessing)
-    expected = np.asarray(model(x, training=False))
+    x = {k: np.array(v) for k, v in x.items()}
     batch = examples.raw_batch(columns, raw)
+    examples.wav_for_other_audio(batch, x, raw, sm.audio_sample_rate(model))
+    if config.data.image_resize is not None:  # the client fits images before calling TFLite
+        examples.fitted_png_for_client(batch, x, raw)
+    expected = np.asarray(model(x, training=False))
     fed = client.tflite_inputs(assets_dir, batch)
     got = tflite_export.tflite_runner(tflite_path)(fed)[features.PROBABILITIES]
     diff = float(np.abs(np.asarray(got) - expected).max())

@@ -74,7 +74,7 @@ def write_warmup(version_dir, model_name, examples=None, by_signature=None):
 
 def export_savedmodel(model, base, version=None, warmup_examples=None, model_name=None,
                       preprocessing=None, archive=None, warmup_by_signature=None,
-                      wav_rate="resample"):
+                      wav_rate="resample", image_resize=None, image_fill=0.0):
     """Writes `<base>/<version>/` (with warm-up requests) atomically; returns its path.
 
     `preprocessing` (the model directory's fitted `Preprocessing`, for text and tabular
@@ -84,7 +84,8 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     `ExportArchive`) replaces the classification signatures of `build_archive(model)` (the
     other tasks: `serving/tasks/`); `warmup_by_signature` `{signature: inputs}` adds warm-up
     requests for other signatures than `serving_default`. `wav_rate`: what `serve_raw` /
-    `serve_examples` do with a WAV at another rate (`serving_module.build_archive`).
+    `serve_examples` do with a WAV at another rate, `image_resize` / `image_fill` how they fit
+    an image of another size (`serving_module.build_archive`).
 
     Everything is written into `<base>/.tmp-<pid>-version-<version>` and renamed at the end;
     on any error the temporary directory is removed and no version appears. (`export` calls
@@ -105,7 +106,8 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     try:
         raw = None
         if archive is None:
-            archive = build_archive(model, preprocessing=preprocessing, wav_rate=wav_rate)
+            archive = build_archive(model, preprocessing=preprocessing, wav_rate=wav_rate,
+                                    image_resize=image_resize, image_fill=image_fill)
             if text_signature.text_only(preprocessing) is not None:
                 text_signature.add_text_endpoint(archive, model, preprocessing)
             raw = raw_features(model, preprocessing)

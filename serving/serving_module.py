@@ -256,7 +256,7 @@ def audio_sample_rate(model):
 
 
 def build_archive(model, signatures=None, preprocessing=None, kinds=None, wav_rate="resample",
-                  sample_rate=None):
+                  sample_rate=None, image_resize=None, image_fill=0.0):
     """An `ExportArchive` holding `signatures` (default: `supported_signatures(model)`).
 
     `model` returns the main head's probabilities, or (multi-task) a dict of every head's with
@@ -266,7 +266,9 @@ def build_archive(model, signatures=None, preprocessing=None, kinds=None, wav_ra
     feature names to modality types (`serving/raw_inputs.py`). `wav_rate` (`"resample"` or
     `"reject"`) is what `serve_raw` / `serve_examples` do with a WAV whose rate is not the
     model's: `sample_rate`, by default `audio_sample_rate(model)` (None when the model has no
-    spectrogram layer: WAV rates are then not checked).
+    spectrogram layer: WAV rates are then not checked). `image_resize` / `image_fill` (the
+    model's `data.image_resize`, `data.image_fill`) fit encoded images of any size as training
+    did; None: images must have the model's shape.
     """
     supported = supported_signatures(model, preprocessing, kinds)
     signatures = supported if signatures is None else tuple(signatures)
@@ -277,7 +279,8 @@ def build_archive(model, signatures=None, preprocessing=None, kinds=None, wav_ra
             f"{sorted(input_specs(model))}; this model supports {list(supported)}."
         )
     heads = head_names(model)
-    rate = {"audio_sample_rate": sample_rate or audio_sample_rate(model), "wav_rate": wav_rate}
+    rate = {"audio_sample_rate": sample_rate or audio_sample_rate(model), "wav_rate": wav_rate,
+            "image_resize": image_resize, "image_fill": image_fill}
 
     def serve(inputs):
         outputs = model(inputs, training=False)

@@ -184,16 +184,23 @@ def to_example(
 # Reading (TensorFlow graph code: usable in tf.data and in serving signatures).
 
 
-def decode_image_bytes(encoded, present, shape=(28, 28, 1)):
+def decode_image_bytes(encoded, present, shape=(28, 28, 1), resize=None, fill=0.0):
     """Encoded PNG/JPEG (scalar string) -> float32 `shape` in [0, 1]; zeros when not present.
 
-    The same computation as `mmkeras.data.pipeline.decode_image`, from bytes instead of a path.
+    The same computation as `mmkeras.data.pipeline.decode_image`, from bytes instead of a path:
+    with `resize` (`pad`, `crop`, `stretch`: the model's `data.image_resize`) an image of any
+    size and channel count is fitted to `shape` as in training (`mmkeras.data.image_resize`).
     """
     import tensorflow as tf
+
+    from mmkeras.data import image_resize  # (this module imports TensorFlow lazily)
 
     shape = tuple(int(d) for d in shape)
 
     def load():
+        if resize is not None:
+            any_image = tf.io.decode_image(encoded, expand_animations=False)
+            return image_resize.fit_image(any_image, shape, resize, fill)
         image = tf.io.decode_image(encoded, channels=shape[-1], expand_animations=False)
         image = tf.ensure_shape(image, [None, None, shape[-1]])
         return tf.cast(image, tf.float32) / 255.0
@@ -248,7 +255,8 @@ def decode_wav_bytes(encoded, present, num_samples, sample_rate=None, wav_rate="
     return tf.ensure_shape(audio, [num_samples])
 
 
-def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="resample"):
+def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="resample",
+                 image_resize=None, image_fill=0.0):
     """Decodes a batch of encoded modalities into model inputs.
 
     Args:
@@ -257,6 +265,8 @@ def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="res
         shapes: `{modality: per-example shape}`, e.g. `{"image": (28, 28, 1), "audio": (8000,)}`.
         audio_sample_rate, wav_rate: the model's audio rate and what a WAV at another rate
             gets (`decode_wav_bytes`); None: the rate is not checked.
+        image_resize, image_fill: how an image of another size is fitted (`data.image_resize`,
+            `data.image_fill`; None: images must already have the model's shape).
 
     Returns:
         `{modality: float32 [batch, *shape], "<modality>_present": float32 [batch]}`.
@@ -274,7 +284,7 @@ def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="res
         shape = tuple(int(d) for d in shapes[m])
         if m == features.IMAGE:
             def decode(args, shape=shape):
-                return decode_image_bytes(args[0], args[1], shape)
+                return decode_image_bytes(args[0], args[1], shape, image_resize, image_fill)
         else:
             def decode(args, shape=shape):
                 return decode_wav_bytes(args[0], args[1], shape[0], audio_sample_rate, wav_rate)
@@ -288,7 +298,7 @@ def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="res
 
 
 def parse_examples(serialized, shapes, with_label=False, audio_sample_rate=None,
-                   wav_rate="resample"):
+                   wav_rate="resample", image_resize=None, image_fill=0.0):
     """Serialized Examples `[batch]` -> model inputs (see `decode_batch`) [and `label`]."""
     import tensorflow as tf
 
@@ -299,7 +309,8 @@ def parse_examples(serialized, shapes, with_label=False, audio_sample_rate=None,
         flag = parsed[features.presence_key(m)]
         inferred = tf.cast(tf.strings.length(parsed[m]) > 0, tf.float32)
         present[m] = tf.where(flag < 0, inferred, flag)
-    inputs = decode_batch(encoded, present, shapes, audio_sample_rate, wav_rate)
+    inputs = decode_batch(encoded, present, shapes, audio_sample_rate, wav_rate, image_resize,
+                          image_fill)
     if with_label:
         inputs[LABEL] = parsed[LABEL]
     return inputs
