@@ -54,12 +54,9 @@ def _assert_complete(model_dir, killed_after, logs):
     assert not list(model_dir.rglob(".tmp-*"))
 
 
-@pytest.mark.large
-def test_fit_resumes_after_sigkill(avmnist_small, tmp_path):
-    model_dir = tmp_path / "run"
-    overrides = cu.TINY + [f"trainer.epochs={EPOCHS}", "trainer.steps_per_epoch=6",
-                           "runtime.cpu_replicas=2", f"data.data_dir={avmnist_small}"]
-    command = cu.train_command(cu.EARLY, model_dir, overrides)
+def _kill_after_first_backup_and_resume(command, model_dir, tmp_path):
+    """Runs `command`, SIGKILLs it once the first epoch is backed up, runs it again to the end
+    and checks the resumed run (`_assert_complete`)."""
     first = cu.spawn(command, tmp_path / "first.log")
     cu.wait_for(lambda: _backup_epoch(model_dir) >= 1, [first], what="the first backup")
     cu.kill(first)
@@ -70,6 +67,15 @@ def test_fit_resumes_after_sigkill(avmnist_small, tmp_path):
     second = cu.spawn(command, tmp_path / "second.log")
     cu.wait_all([second])
     _assert_complete(model_dir, killed_after, [second.log_path.read_text()])
+
+
+@pytest.mark.large
+def test_fit_resumes_after_sigkill(avmnist_small, tmp_path):
+    model_dir = tmp_path / "run"
+    overrides = cu.TINY + [f"trainer.epochs={EPOCHS}", "trainer.steps_per_epoch=6",
+                           "runtime.cpu_replicas=2", f"data.data_dir={avmnist_small}"]
+    command = cu.train_command(cu.EARLY, model_dir, overrides)
+    _kill_after_first_backup_and_resume(command, model_dir, tmp_path)
 
 
 @pytest.mark.large
@@ -85,16 +91,7 @@ def test_retrieval_fit_resumes_after_sigkill(avmnist_small, tmp_path):
         "trainer.steps_per_epoch=6", f"data.data_dir={avmnist_small}",
     ]
     command = cu.train_command("training/configs/avmnist/dual_encoder.yaml", model_dir, overrides)
-    first = cu.spawn(command, tmp_path / "first.log")
-    cu.wait_for(lambda: _backup_epoch(model_dir) >= 1, [first], what="the first backup")
-    cu.kill(first)
-    killed_after = _backup_epoch(model_dir)
-    assert first.returncode == -9 and killed_after < EPOCHS
-    assert not (model_dir / "report.json").exists()
-
-    second = cu.spawn(command, tmp_path / "second.log")
-    cu.wait_all([second])
-    _assert_complete(model_dir, killed_after, [second.log_path.read_text()])
+    _kill_after_first_backup_and_resume(command, model_dir, tmp_path)
     report = cu.report(model_dir)
     assert report["task"] == "retrieval" and "image_to_audio" in report["retrieval"]
     assert report["best_validation"]["monitor"] == "val_loss"
