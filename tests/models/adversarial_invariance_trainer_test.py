@@ -17,6 +17,7 @@ from mmkeras.layers.gradient_reversal import AdversarialDiscriminator
 from mmkeras.layers.gradient_reversal import GradientReversalSchedule
 from mmkeras.layers.gradient_reversal import dann_lambda
 from mmkeras.models import AdversarialInvarianceTrainer
+from mmkeras.models import build_modality_invariant_classifier
 from tests.models.modality_invariant_classifier_test import _data
 from tests.models.modality_invariant_classifier_test import _network
 
@@ -190,6 +191,7 @@ config = load_cross_modal_config(overrides=["runtime.cpu_replicas=2"])
 strategy = runtime.make_strategy(config.runtime)
 import keras
 from mmkeras.models import AdversarialInvarianceTrainer
+from mmkeras.models import build_modality_invariant_classifier
 sys.path.insert(0, ".")
 from tests.models.modality_invariant_classifier_test import _data, _encoder
 keras.utils.set_random_seed(0)
