@@ -137,7 +137,7 @@ def test_attribution_over_the_fusion_family(fusion):
                "image_present": np.ones(1, "float32"), "audio_present": np.ones(1, "float32")}
     target = int(np.asarray(model(example)).argmax())
     # The image path alone: audio held at its value, so the attributions must sum to the change.
-    image_only = integrated_gradients(model, example, target=target, steps=32, batch_size=33,
+    image_only = integrated_gradients(model, example, target=target, steps=128, batch_size=129,
                                       baselines={"audio": example["audio"]})
     assert image_only["totals"]["audio"] == 0.0
     assert np.isfinite(image_only["attributions"]["image"]).all()
