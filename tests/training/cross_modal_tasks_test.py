@@ -78,8 +78,9 @@ def test_invariance_task_with_every_option(avmnist_small, tmp_path, capsys):
     assert isinstance(keras.saving.load_model(model_dir / "checkpoints" / "best.keras"),
                       AdversarialInvarianceTrainer)
     assert "| inverted_paired | inverted |" in format_table(report)
-    assert "[train] avmnist_modality_invariance: inverted_paired: task accuracy" in (
-        capsys.readouterr().out)
+    out = capsys.readouterr().out  # the driver's summary: its header, then the task's lines
+    assert "[train] avmnist_modality_invariance (invariance): 2 epochs" in out
+    assert "[train] inverted_paired: task accuracy" in out
 
     # --evaluate-only reloads the directory's trainer and reproduces the test figures.
     again = train(config, model_dir, evaluate_only=True)
