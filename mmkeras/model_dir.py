@@ -47,16 +47,27 @@ BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
 EXPORT_DIR = "export"
 TMP_PREFIX = ".tmp-"
+OWN_TABLE_FILE = "table.json"  # an own-data model directory (`mmkeras.data.own_data.LAYOUT_FILE`)
+OWN_DATA_DIR = "data"  # and its converted table
 
 
 # Reading.
 
 
 def load_config(model_dir):
-    """The resolved experiment config of a model directory (`config.yaml`)."""
-    path = pathlib.Path(model_dir) / CONFIG_FILE
-    with open(path) as f:
-        return config_from_dict(yaml.safe_load(f))
+    """The resolved experiment config of a model directory (`config.yaml`).
+
+    A directory trained by `mmkeras train --data` (it holds `table.json`) keeps its converted
+    data in its own `data/`, and reads it from there wherever the directory now is: it can be
+    moved or copied to another machine, and `data.data_dir` (the absolute path it was trained
+    from) is replaced by that folder."""
+    model_dir = pathlib.Path(model_dir)
+    with open(model_dir / CONFIG_FILE) as f:
+        config = config_from_dict(yaml.safe_load(f))
+    own_data = model_dir / OWN_DATA_DIR
+    if (model_dir / OWN_TABLE_FILE).is_file() and own_data.is_dir():
+        config.data.data_dir = str(own_data.resolve())
+    return config
 
 
 def load_model_dir(model_dir):

@@ -176,25 +176,34 @@ def fitted_png_for_client(batch, x, raw):
 
 def raw_examples(batch, raw):
     """`tf.train.Example`s of a `raw_batch`: a missing modality's features and NaN numbers are
-    left out; flags are written in even rows and left to be inferred in odd rows."""
+    left out; flags are written in even rows and left to be inferred in odd rows, except for
+    a present modality none of whose features is left (a one-column table's NaN cell): the
+    server would infer it missing, so its flag is written."""
     from mmkeras import features
     from serving import raw_inputs
+
+    def flag_of(modality, i):
+        key = features.presence_key(modality)
+        return float(batch[key][i]) if key in batch else 1.0
 
     result = []
     n = len(next(iter(batch.values())))
     for i in range(n):
-        values = {}
+        values, given = {}, set()
         for f in raw:
-            flag = float(batch[features.presence_key(f.modality)][i]) \
-                if features.presence_key(f.modality) in batch else 1.0
             if f.kind == raw_inputs.PRESENCE:
-                if i % 2 == 0:
-                    values[f.name] = flag
                 continue
             value = batch[f.name][i]
-            if flag == 0 or (f.kind == raw_inputs.NUMERIC and np.isnan(value)):
+            if flag_of(f.modality, i) == 0 or (
+                    f.kind == raw_inputs.NUMERIC and np.isnan(value)):
                 continue
             values[f.name] = value
+            given.add(f.modality)
+        for f in raw:
+            if f.kind == raw_inputs.PRESENCE:
+                flag = flag_of(f.modality, i)
+                if i % 2 == 0 or (flag == 1 and f.modality not in given):
+                    values[f.name] = flag
         result.append(raw_inputs.to_example(values, raw))
     return result
 

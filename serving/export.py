@@ -131,17 +131,21 @@ import shutil
 import sys
 import time
 
-from mmkeras import model_dir as model_dir_lib
 from mmkeras import errors
 from mmkeras import features
+from mmkeras import model_dir as model_dir_lib
+from mmkeras.models import heads as heads_lib
 from serving import examples
+from serving import onnx_export
 from serving import parity as parity_lib
 from serving import raw_inputs
 from serving import savedmodel_export
+from serving import serving_module as sm
 from serving import task_export
 from serving import text_signature
 from serving import tflite_assets
 from serving import tflite_export
+from serving.onnx_export import OnnxExportError
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 DEFAULT_FORMATS = ("savedmodel", "tflite")
@@ -232,8 +236,6 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
     Returns:
         The parity report (also written to `DIR/export/parity.json`).
     """
-    from serving import serving_module as sm
-
     model_dir = pathlib.Path(model_dir)
     unknown = set(formats) - set(FORMATS)
     if unknown:
@@ -290,7 +292,8 @@ def export(model_dir, formats=DEFAULT_FORMATS, version=None, max_parity_examples
             shutil.rmtree(stage, ignore_errors=True)
     heads = {}
     if task == CLASSIFICATION:
-        heads = {key: [features.PROBABILITIES] for key in final}
+        main = sm.head_output_names(features.PROBABILITIES, heads_lib.target_of_model(served))
+        heads = {key: [main[0]] for key in final}
         heads["savedmodel"] = sm.head_names(served)
     float_tflite = final.get("tflite")
     for key, path in final.items():
@@ -322,8 +325,6 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
     `preprocessing` (the model directory's fitted tokenizer / tabular normaliser, None when
     the model needs none) makes every check feed what `serving_default` takes (token ids,
     normalised vectors), and for text models adds the raw-string `serve_text` signature."""
-    from serving import serving_module as sm
-
     t0 = time.time()
     savedmodel_dir = savedmodel_export.export_savedmodel(
         served, stage / "savedmodel", version,
@@ -432,9 +433,6 @@ def _convert(model, source, out, formats, tflite_quant, config, timings, preproc
     """TFLite (`serving_default` and the `serve_<m..>_only` signatures) and ONNX
     (`serving_default`) from the SavedModel `source` of `model`; returns
     `(runners, artifacts, onnx_source)` and adds each conversion's seconds to `timings`."""
-    from serving import onnx_export
-    from serving import serving_module as sm
-
     runners, artifacts = {}, {}
     if "tflite" in formats:
         representative = None
@@ -490,8 +488,6 @@ def main(argv=None):
         tolerances = parity_lib.parse_tolerances(args.tolerance)
     except ValueError as e:
         parser.error(str(e))
-
-    from serving.onnx_export import OnnxExportError
 
     try:
         report = export(args.model_dir, formats, args.version, args.max_parity_examples,

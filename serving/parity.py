@@ -5,10 +5,17 @@
 
 import dataclasses
 
+from ai_edge_litert.interpreter import Interpreter
 import numpy as np
+import tensorflow as tf
 
+from mmkeras import features
 from mmkeras import model_dir as model_dir_lib
+from mmkeras.data import example_schema
+from mmkeras.models import heads
+from serving import client
 from serving import examples
+from serving import serving_module as sm
 from serving import tflite_export
 
 SIGNATURE_TOLERANCE = 1e-5
@@ -43,14 +50,54 @@ TOLERANCE = {name: t.max_abs_diff for name, t in TOLERANCES.items()}
 MIN_TOP1_AGREEMENT = TOLERANCES["savedmodel"].min_top1_agreement
 
 
+def _main_output(values, target):
+    """A Keras model's main output as the signatures serve it (regression: `[B]`)."""
+    if isinstance(values, dict):
+        values = values[features.PROBABILITIES]
+    values = np.asarray(values)
+    return values.reshape(-1) if target == "regression" else values
+
+
+def _decisions(values, target):
+    """What a client acts on: the class (argmax), the label set (multi-label: at least
+    `MULTI_LABEL_THRESHOLD`), or the value itself (regression)."""
+    if target == "multilabel":
+        return values >= sm.MULTI_LABEL_THRESHOLD
+    if target == "regression":
+        return values
+    return values.argmax(-1)
+
+
+def _agreement(values, reference, target):
+    """Fraction of examples decided as Keras decides them: the same class, the same label
+    set; for regression None (judged by `max_abs_diff_per_std`)."""
+    if target == "regression":
+        return None
+    same = _decisions(values, target) == _decisions(reference, target)
+    return float(same.reshape(len(same), -1).all(-1).mean())
+
+
+def _accuracy(values, labels, target):
+    """Accuracy (multi-label: exact label set); None for regression."""
+    if target == "regression":
+        return None
+    decided = _decisions(values, target)
+    if target == "multilabel":
+        return float((decided == (np.asarray(labels) >= 0.5)).all(-1).mean())
+    return float((decided == np.asarray(labels).reshape(-1)).mean())
+
+
 def judge(entry, keras_accuracy, tolerance):
     """Adds the tolerance and `passed` to a parity entry (`max_abs_diff`, `top1_agreement`,
-    `accuracy`); returns the entry."""
-    drop = keras_accuracy - entry["accuracy"]
-    checks = [entry["top1_agreement"] >= tolerance.min_top1_agreement]
+    `accuracy`; a regression entry: `max_abs_diff_per_std`, no agreement or accuracy);
+    returns the entry."""
+    regression = entry["accuracy"] is None
+    drop = None if regression else keras_accuracy - entry["accuracy"]
+    checks = [] if regression else [entry["top1_agreement"] >= tolerance.min_top1_agreement]
     if tolerance.max_abs_diff is not None:
-        checks.append(entry["max_abs_diff"] <= tolerance.max_abs_diff)
-    if tolerance.max_accuracy_drop is not None:
+        checks.append(entry["max_abs_diff_per_std" if regression else "max_abs_diff"]
+                      <= tolerance.max_abs_diff)
+    if tolerance.max_accuracy_drop is not None and not regression:
         checks.append(drop <= tolerance.max_accuracy_drop + 1e-12)
     entry.update({
         "accuracy_drop": drop,
@@ -71,8 +118,6 @@ def parity(config, model, savedmodel_dir=None, tflite_path=None, max_examples=No
         tolerances: `{format: Tolerance}` overriding `TOLERANCES`.
         preprocessing: the model directory's fitted `Preprocessing` (text, tabular models).
     """
-    import tensorflow as tf
-
     tolerances = dict(TOLERANCES, **(tolerances or {}))
     runners = dict(runners or {})
     if savedmodel_dir is not None:
@@ -83,23 +128,28 @@ def parity(config, model, savedmodel_dir=None, tflite_path=None, max_examples=No
     if tflite_path is not None:
         runners["tflite"] = tflite_export.tflite_runner(tflite_path)
 
-    keras_probs, labels, outs = [], [], {name: [] for name in runners}
+    target = heads.target_of_model(model)
+    main = sm.head_output_names(features.PROBABILITIES, target)[0]
+    keras_out, labels, outs = [], [], {name: [] for name in runners}
     for x, y in examples.batches(config, max_examples, preprocessing=preprocessing):
-        keras_probs.append(np.asarray(model(x, training=False)))
+        keras_out.append(_main_output(model(x, training=False), target))
         labels.append(y)
         for name, run in runners.items():
-            outs[name].append(np.asarray(run(x)["probabilities"]))
-    keras_probs, labels = np.concatenate(keras_probs), np.concatenate(labels)
-    keras_top1 = keras_probs.argmax(-1)
-    keras_accuracy = float((keras_top1 == labels).mean())
-    result = {"examples": int(len(labels)), "keras": {"accuracy": keras_accuracy}}
+            outs[name].append(np.asarray(run(x)[main]))
+    keras_out, labels = np.concatenate(keras_out), np.concatenate(labels)
+    keras_accuracy = _accuracy(keras_out, labels, target)
+    result = {"examples": int(len(labels)), "target": target,
+              "keras": {"accuracy": keras_accuracy}}
     for name, chunks in outs.items():
-        probs = np.concatenate(chunks)
+        values = np.concatenate(chunks)
         entry = {
-            "max_abs_diff": float(np.abs(probs - keras_probs).max()),
-            "top1_agreement": float((probs.argmax(-1) == keras_top1).mean()),
-            "accuracy": float((probs.argmax(-1) == labels).mean()),
+            "max_abs_diff": float(np.abs(values - keras_out).max()),
+            "top1_agreement": _agreement(values, keras_out, target),
+            "accuracy": _accuracy(values, labels, target),
         }
+        if target == "regression":  # judged in units of the predictions' spread
+            entry["max_abs_diff_per_std"] = entry["max_abs_diff"] / max(
+                float(keras_out.std()), 1e-6)
         result[name] = judge(entry, keras_accuracy, tolerances[name])
     return result
 
@@ -117,12 +167,6 @@ def check_signatures(config, model, savedmodel_dir, raw, preprocessing=None,
     fitted `preprocessing`) and with the Keras model on those tensors: every head's
     probabilities within `tolerance`, the same class ids.
     """
-    import tensorflow as tf
-
-    from mmkeras import features
-    from mmkeras.data import example_schema
-    from serving import serving_module as sm
-
     columns = examples.signature_check_rows(config, count)
     modalities = sorted(config.model.modalities)
     x = examples.pipeline_inputs(columns, config, modalities, preprocessing)
@@ -132,12 +176,9 @@ def check_signatures(config, model, savedmodel_dir, raw, preprocessing=None,
     x = {k: tf.constant(v) for k, v in x.items()}
     signatures = tf.saved_model.load(str(savedmodel_dir)).signatures
     reference = {k: v.numpy() for k, v in signatures[sm.SERVING_DEFAULT](**x).items()}
-    keras_probs = model(x, training=False)
-    if isinstance(keras_probs, dict):
-        keras_probs = keras_probs[features.PROBABILITIES]
-    keras_probs = np.asarray(keras_probs)
-    pairs = [(k, k[:-len(features.PROBABILITIES)] + features.CLASS_ID)
-             for k in reference if k.endswith(features.PROBABILITIES)]
+    target = heads.target_of_model(model)
+    main = sm.head_output_names(features.PROBABILITIES, target)[0]
+    keras_out = _main_output(model(x, training=False), target)
     serialized = [e.SerializeToString() for e in examples.raw_examples(batch, raw)]
     outputs = {
         sm.SERVE_RAW: signatures[sm.SERVE_RAW](
@@ -147,12 +188,8 @@ def check_signatures(config, model, savedmodel_dir, raw, preprocessing=None,
     }
     report = {}
     for name, out in outputs.items():
-        diff, same_class = 0.0, set(out) == set(reference)
-        for probabilities, class_id in pairs:
-            probs = out[probabilities].numpy()
-            diff = max(diff, float(np.abs(probs - reference[probabilities]).max()))
-            same_class &= bool((out[class_id].numpy() == reference[probabilities].argmax(-1)).all())
-        vs_keras = float(np.abs(out[features.PROBABILITIES].numpy() - keras_probs).max())
+        diff, same_class = sm.outputs_agree(out, reference)
+        vs_keras = float(np.abs(out[main].numpy() - keras_out).max())
         report[name] = {"examples": len(serialized), "inputs": sorted(batch),
                         "max_abs_diff_vs_serving_default": diff,
                         "max_abs_diff_vs_keras": vs_keras, "tolerance": tolerance,
@@ -169,10 +206,6 @@ def check_tflite_client_step(config, model, tflite_path, assets_dir, raw, prepro
     """The TFLite model on `serving.client.tflite_inputs` of raw values (the documented client
     step: numpy tokenizer, tabular normalisation, PIL / wave decoding) vs Keras on the
     pipeline's tensors of the same rows (those of `check_signatures`)."""
-    from mmkeras import features
-    from serving import client
-    from serving import serving_module as sm
-
     columns = examples.signature_check_rows(config, count)
     x = examples.pipeline_inputs(columns, config, sorted(config.model.modalities), preprocessing)
     x = {k: np.array(v) for k, v in x.items()}
@@ -180,24 +213,26 @@ def check_tflite_client_step(config, model, tflite_path, assets_dir, raw, prepro
     examples.wav_for_other_audio(batch, x, raw, sm.audio_sample_rate(model))
     if config.data.image_resize is not None:  # the client fits images before calling TFLite
         examples.fitted_png_for_client(batch, x, raw)
-    expected = np.asarray(model(x, training=False))
+    target = heads.target_of_model(model)
+    expected = _main_output(model(x, training=False), target)
     fed = client.tflite_inputs(assets_dir, batch)
-    got = tflite_export.tflite_runner(tflite_path)(fed)[features.PROBABILITIES]
-    diff = float(np.abs(np.asarray(got) - expected).max())
+    got = np.asarray(tflite_export.tflite_runner(tflite_path)(fed)[
+        sm.head_output_names(features.PROBABILITIES, target)[0]])
+    diff = float(np.abs(got - expected).max())
     ids_equal = {k: bool(np.array_equal(np.asarray(fed[k]), np.asarray(x[k])))
                  for k in fed if np.asarray(fed[k]).dtype.kind in "iu"}
     return {"examples": int(len(expected)), "max_abs_diff_vs_keras": diff,
             "token_ids_equal_pipeline": ids_equal, "tolerance": tolerance,
             "nan_cells": examples.nan_cells(batch, raw),
             "passed": bool(diff <= tolerance and all(ids_equal.values())
-                           and (np.asarray(got).argmax(-1) == expected.argmax(-1)).all())}
+                           and (target == "regression"
+                                or np.array_equal(_decisions(got, target),
+                                                  _decisions(expected, target))))}
 
 
 def subset_reference_inputs(x, subset):
     """What a `serve_<subset>_only` signature computes on `x`, as `serving_default` inputs:
     the subset's data with flag 1, every other modality zeros with flag 0."""
-    from mmkeras import features
-
     result = {}
     for name, value in x.items():
         value = np.asarray(value)
@@ -225,11 +260,6 @@ def check_subset_signatures(config, model, savedmodel_dir, tflite_paths=None, to
         `{signature: {"modalities", "examples", "max_abs_diff": {format: diff}, "passed"}}`
         for the signatures `serving_module.modality_subsets(model)` names.
     """
-    import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
-
-    from serving import serving_module as sm
-
     tolerances = dict(TOLERANCES, **(tolerances or {}))
     columns = examples.signature_check_rows(config, count)
     x = {k: v.numpy() for k, v in
@@ -254,11 +284,11 @@ def check_subset_signatures(config, model, savedmodel_dir, tflite_paths=None, to
         for key, (run, tolerance, same_class) in runners.items():
             expected = run(sm.SERVING_DEFAULT, reference_inputs)
             got = run(name, {m: x[m] for m in subset})
-            diffs[key] = float(np.abs(got["probabilities"] - expected["probabilities"]).max())
+            diffs[key], same = sm.outputs_agree(got, expected)
             if tolerance is not None:
                 passed &= diffs[key] <= tolerance
             if same_class:
-                passed &= bool((got["class_id"] == expected["class_id"]).all())
+                passed &= same
         report[name] = {"modalities": subset, "examples": int(len(columns["label"])),
                         "max_abs_diff": diffs, "passed": bool(passed)}
     return report
@@ -277,11 +307,6 @@ def check_heads(config, savedmodel_dir, model, multitask_model,
     Returns:
         `{head: {"reference", "examples", "max_abs_diff", "tolerance", "passed"}}`.
     """
-    import tensorflow as tf
-
-    from mmkeras import features
-    from serving import serving_module as sm
-
     columns = examples.signature_check_rows(config, count)
     x = examples.pipeline_inputs(columns, config, sorted(config.model.modalities),
                                  preprocessing)

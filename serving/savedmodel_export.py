@@ -9,10 +9,16 @@ import pathlib
 import shutil
 
 import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 from mmkeras import model_dir as model_dir_lib
 from serving import raw_inputs
 from serving import text_signature
+from serving.serving_module import SERVING_DEFAULT
+from serving.serving_module import build_archive
+from serving.serving_module import raw_features
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 # Where TF Serving finds the models in `models.config`: the `tensorflow/serving` container's
@@ -34,12 +40,6 @@ def warmup_requests(model_name, examples, signature_name=None):
         examples: `{input_name: np.ndarray}` with a leading batch dimension.
         signature_name: the signature the requests call.
     """
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    from serving.serving_module import SERVING_DEFAULT
-
     count = len(next(iter(examples.values())))
     batches = [slice(i, i + 1) for i in range(count)] + [slice(0, count)]
     logs = []
@@ -59,8 +59,6 @@ def write_warmup(version_dir, model_name, examples=None, by_signature=None):
     """Writes `<version_dir>/assets.extra/tf_serving_warmup_requests` (a TFRecord file):
     requests for `serving_default` on `examples`, and for each signature of `by_signature`
     (`{signature: {input: np.ndarray}}`) on its examples."""
-    import tensorflow as tf
-
     logs = warmup_requests(model_name, examples) if examples is not None else []
     for signature, inputs in (by_signature or {}).items():
         logs += warmup_requests(model_name, inputs, signature)
@@ -91,9 +89,6 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     on any error the temporary directory is removed and no version appears. (`export` calls
     it on a staging directory and publishes the version only after every check passed.)
     """
-    from serving.serving_module import build_archive
-    from serving.serving_module import raw_features
-
     base = pathlib.Path(base)
     base.mkdir(parents=True, exist_ok=True)
     version = version or next_version(base)

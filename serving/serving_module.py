@@ -11,6 +11,11 @@ what they have. Every signature returns the same named outputs:
 | `<task>_probabilities`     | f32 [B, classes]  | a multi-task model (dict outputs, see           |
 | `<task>_class_id`          | i64 [B]           | `mmkeras.models.multitask`): one pair per task  |
 
+A multi-label model (`model.target: multilabel`) returns `probabilities` (one sigmoid per
+label) and `multi_hot` i64 [B, labels] (1 where the probability is at least 0.5) instead of
+`class_id`; a regression model returns `value` f32 [B] (real units) alone
+(`head_outputs`; the kind is read from the model, `mmkeras.models.heads.target_of_model`).
+
 A multi-task model's output dict holds the main head under `probabilities` and each auxiliary
 head under its task's name (`audio_digit`, `parity`, ...); `head_names` lists them.
 
@@ -76,10 +81,12 @@ and the `serve_<m..>_only` ones (`supported_signatures`).
 import itertools
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mmkeras import features
 from mmkeras.data import example_schema
+from mmkeras.models import heads
 from serving import raw_inputs
 from serving.errors import DEFAULT_SIGNATURE
 
@@ -90,6 +97,8 @@ SIGNATURES = (SERVING_DEFAULT, SERVE_RAW, SERVE_EXAMPLES)
 # Up to this many modalities, every non-empty proper subset gets a `serve_<...>_only`
 # signature (2**n - 2 of them: 14 for 4 modalities); beyond it, only single-modality ones.
 MAX_SUBSET_MODALITIES = 4
+MULTI_HOT = "multi_hot"  # a multi-label model's 0/1 labels, beside its probabilities
+MULTI_LABEL_THRESHOLD = 0.5
 
 
 def subset_signature_name(modalities):
@@ -235,16 +244,50 @@ def head_names(model):
     return [features.PROBABILITIES] + [name for name in output if name != features.PROBABILITIES]
 
 
-def head_output_names(head):
-    """`(probabilities name, class_id name)` of a head in the signatures' outputs."""
+def head_output_names(head, target="multiclass"):
+    """The names of a head's outputs in the signatures: `(probabilities, class_id)`;
+    `(probabilities, multi_hot)` for a multi-label model, `(value,)` for regression."""
+    if target == "regression":
+        return (heads.VALUE,)
+    decision = MULTI_HOT if target == "multilabel" else features.CLASS_ID
     if head == features.PROBABILITIES:
-        return features.PROBABILITIES, features.CLASS_ID
-    return f"{head}_{features.PROBABILITIES}", f"{head}_{features.CLASS_ID}"
+        return features.PROBABILITIES, decision
+    return f"{head}_{features.PROBABILITIES}", f"{head}_{decision}"
+
+
+def head_outputs(head, values, target="multiclass"):
+    """`{output name: tensor}` of one head's values (`head_output_names`): the probabilities
+    and their argmax; for multi-label, the probabilities and the 0/1 labels at
+    `MULTI_LABEL_THRESHOLD`; for regression the value, shape `[B]`."""
+    names = head_output_names(head, target)
+    if target == "regression":
+        return {names[0]: tf.reshape(values, [-1])}
+    if target == "multilabel":
+        decision = tf.cast(values >= MULTI_LABEL_THRESHOLD, tf.int64)
+    else:
+        decision = tf.argmax(values, axis=-1)
+    return {names[0]: values, names[1]: decision}
+
+
+def outputs_agree(out, reference):
+    """`(max |difference| of the float outputs, integer outputs identical and the same
+    output names)` between two signature results (tensors or arrays)."""
+    if set(out) != set(reference):
+        return float("inf"), False
+    diff, same = 0.0, True
+    for name, value in reference.items():
+        expected, got = np.asarray(value), np.asarray(out[name])
+        if expected.dtype.kind == "f":
+            diff = max(diff, float(np.abs(got - expected).max())) if expected.size else diff
+        else:
+            same &= bool(np.array_equal(got, expected))
+    return diff, same
 
 
 def output_names(model):
     """Every signature output of `model`, in order (`probabilities`, `class_id`, then the heads')."""
-    return [name for head in head_names(model) for name in head_output_names(head)]
+    target = heads.target_of_model(model)
+    return [name for head in head_names(model) for name in head_output_names(head, target)]
 
 
 def audio_sample_rate(model):
@@ -278,7 +321,8 @@ def build_archive(model, signatures=None, preprocessing=None, kinds=None, wav_ra
             f"Signatures {sorted(unsupported)} are not available for inputs "
             f"{sorted(input_specs(model))}; this model supports {list(supported)}."
         )
-    heads = head_names(model)
+    names = head_names(model)
+    target = heads.target_of_model(model)
     rate = {"audio_sample_rate": sample_rate or audio_sample_rate(model), "wav_rate": wav_rate,
             "image_resize": image_resize, "image_fill": image_fill}
 
@@ -287,10 +331,8 @@ def build_archive(model, signatures=None, preprocessing=None, kinds=None, wav_ra
         if not isinstance(outputs, dict):
             outputs = {features.PROBABILITIES: outputs}
         result = {}
-        for head in heads:
-            probabilities_name, class_id_name = head_output_names(head)
-            result[probabilities_name] = outputs[head]
-            result[class_id_name] = tf.argmax(outputs[head], axis=-1)
+        for head in names:
+            result.update(head_outputs(head, outputs[head], target))
         return result
 
     specs = input_specs(model)

@@ -14,15 +14,16 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras import features
+from mmkeras.data.preprocessing import Preprocessing
+from mmkeras.models import heads as model_heads
 from serving import serving_module as sm
+from serving.serving_module import outputs_agree
 
 SERVE_TEXT = "serve_text"
 
 
 def load_preprocessing(model_dir, config):
     """The model directory's fitted `Preprocessing` (None when the model needs none)."""
-    from mmkeras.data.preprocessing import Preprocessing
-
     modalities = sorted(config.model.modalities)
     if not {features.TEXT, features.TABULAR} & set(modalities):
         return None
@@ -54,6 +55,7 @@ def add_text_endpoint(archive, model, preprocessing):
     tokenizer = preprocessing.text_preprocessor or preprocessing.vectorizer
     archive.track(tokenizer)
     heads = sm.head_names(model)
+    target = model_heads.target_of_model(model)
 
     def serve_text(inputs):
         x = dict(inputs)
@@ -63,9 +65,7 @@ def add_text_endpoint(archive, model, preprocessing):
             outputs = {features.PROBABILITIES: outputs}
         result = {}
         for head in heads:
-            probabilities, class_id = sm.head_output_names(head)
-            result[probabilities] = outputs[head]
-            result[class_id] = tf.argmax(outputs[head], axis=-1)
+            result.update(sm.head_outputs(head, outputs[head], target))
         return result
 
     archive.add_endpoint(SERVE_TEXT, serve_text, input_signature=[text_input_specs(model)])
@@ -78,11 +78,9 @@ def check_text_signature(savedmodel_dir, raw_inputs, id_inputs, tolerance):
     signatures = tf.saved_model.load(str(savedmodel_dir)).signatures
     reference = signatures[sm.SERVING_DEFAULT](**id_inputs)
     out = signatures[SERVE_TEXT](**raw_inputs)
-    diff = float(np.abs(out[features.PROBABILITIES].numpy()
-                        - reference[features.PROBABILITIES].numpy()).max())
-    same = bool((out[features.CLASS_ID].numpy() == reference[features.CLASS_ID].numpy()).all())
+    diff, same = outputs_agree(out, reference)
     return {
-        "signature": SERVE_TEXT, "examples": int(len(out[features.CLASS_ID])),
+        "signature": SERVE_TEXT, "examples": int(len(next(iter(out.values())))),
         "max_abs_diff_vs_serving_default": diff, "tolerance": tolerance,
         "passed": bool(diff <= tolerance and same),
     }

@@ -153,15 +153,16 @@ def main(argv=None):
     except (ValueError, OSError, wave.Error) as e:
         print(f"error: {e}", file=sys.stderr)
         return errors.USER_ERROR_STATUS
-    outputs = runner(**inputs)
-    probabilities = np.asarray(outputs["probabilities"])[0]
-    class_id = int(np.asarray(outputs["class_id"])[0])
+    outputs = {name: np.asarray(value)[0] for name, value in runner(**inputs).items()}
     if args.json:
-        print(json.dumps({"class_id": class_id,
-                          "probabilities": [round(float(p), 6) for p in probabilities]}))
-    else:
-        print(f"class_id: {class_id}")
-        print("probabilities: " + " ".join(f"{i}:{p:.4f}" for i, p in enumerate(probabilities)))
+        print(json.dumps({name: (value.round(6).tolist() if value.dtype.kind == "f"
+                                 else value.tolist()) for name, value in outputs.items()}))
+    else:  # class_id: 3 / probabilities: 0:0.0100 1:... / value: 4.2 / multi_hot: 0 1 ...
+        for name, value in sorted(outputs.items()):
+            if name.endswith("probabilities"):
+                print(f"{name}: " + " ".join(f"{i}:{p:.4f}" for i, p in enumerate(value)))
+            else:
+                print(f"{name}: " + " ".join(str(v) for v in np.atleast_1d(value)))
     return 0
 
 

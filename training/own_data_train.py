@@ -50,9 +50,20 @@ import re
 import shutil
 import sys
 
+from PIL import Image
 import yaml
 
 from mmkeras import errors
+from mmkeras.configs import load_config
+from mmkeras.configs.experiment_config import _deep_update
+from mmkeras.configs.experiment_config import parse_override
+from mmkeras.data import own_data
+from mmkeras.data.schema import format_schema
+from mmkeras.data.schema import infer_schema
+from mmkeras.data.schema import load_overrides
+from mmkeras.model_dir import OWN_DATA_DIR
+from training import train as train_command
+from training.trainer import train
 
 DEFAULT_IMAGE_SIDE = 64
 AUDIO_RATE = 16000
@@ -92,8 +103,6 @@ def _fractions(text):
 def image_settings(paths, side=DEFAULT_IMAGE_SIDE, sample=20):
     """`(image_shape, fill)` from the first `sample` images: 1 channel if all are gray, else
     3; a white background (fill 1) if any has transparency; a smaller side for small images."""
-    from PIL import Image
-
     modes, sizes = [], []
     for path in paths[:sample]:
         try:
@@ -152,9 +161,6 @@ def generated_config(name, dataset_dir, layout, num_classes, image_paths, seed,
 
 def _bad_input(overrides):
     """`data.bad_input` as the `--set` overrides give it (the conversion applies it too)."""
-    from mmkeras.configs.experiment_config import _deep_update
-    from mmkeras.configs.experiment_config import parse_override
-
     merged = {}
     for text in overrides:
         _deep_update(merged, parse_override(text))
@@ -168,12 +174,6 @@ def model_name(path):
 
 def prepare(args):
     """Infers, prints, converts and writes the config; returns `(config, model_dir)`."""
-    from mmkeras.configs import load_config
-    from mmkeras.data import own_data
-    from mmkeras.data.schema import format_schema
-    from mmkeras.data.schema import infer_schema
-    from mmkeras.data.schema import load_overrides
-
     fractions = _fractions(args.split_fractions)
     schema = infer_schema(args.data, target=args.target, overrides=load_overrides(args.schema))
     print(f"[schema] {args.data}:")
@@ -185,7 +185,7 @@ def prepare(args):
     model_dir.mkdir(parents=True, exist_ok=True)
     bad_input = _bad_input(args.set)
     conversion = own_data.convert_table(
-        args.data, schema, model_dir / "data", split_fractions=fractions, seed=args.seed,
+        args.data, schema, model_dir / OWN_DATA_DIR, split_fractions=fractions, seed=args.seed,
         bad_input=bad_input,
     )
     info = conversion.info
@@ -206,9 +206,9 @@ def prepare(args):
     if image_column:
         import csv
 
-        with open(model_dir / "data" / "manifest.csv", newline="", encoding="utf-8") as f:
+        with open(model_dir / OWN_DATA_DIR / "manifest.csv", newline="", encoding="utf-8") as f:
             image_paths = [r["image"] for r in csv.DictReader(f) if r["image"]][:20]
-    generated = generated_config(model_name(args.data), model_dir / "data", conversion.layout,
+    generated = generated_config(model_name(args.data), model_dir / OWN_DATA_DIR, conversion.layout,
                                  conversion.vocab.num_outputs, image_paths, args.seed,
                                  target=schema.target_kind)
     (model_dir / "generated.yaml").write_text(yaml.safe_dump(generated, sort_keys=False))
@@ -229,9 +229,7 @@ def test_summary(test):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--data" not in argv and any(a == "--config" or a.startswith("--config=") for a in argv):
-        from training import train
-
-        return train.main(argv)
+        return train_command.main(argv)
     args = parser().parse_args(argv)
     config, model_dir = prepare(args)
     outputs = {"regression": "a number", "multilabel": f"{config.model.num_classes} labels"}
@@ -241,7 +239,6 @@ def main(argv=None):
              if "image" in config.model.modalities else ""))
     if args.dry_run:
         return 0
-    from training.trainer import train
 
     report = train(config, model_dir)
     print(f"[train] {test_summary(report['test'])} -> {model_dir}")

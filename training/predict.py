@@ -31,7 +31,19 @@ import pathlib
 import sys
 import tempfile
 
+import numpy as np
+
 from mmkeras import errors
+from mmkeras import features
+from mmkeras import model_dir as model_dir_lib
+from mmkeras.data import load_split
+from mmkeras.data import make_dataset
+from mmkeras.data.own_data import LAYOUT_FILE
+from mmkeras.data.own_data import TableLayout
+from mmkeras.data.own_data import convert_table
+from mmkeras.data.preprocessing import Preprocessing
+from mmkeras.data.schema import Schema
+from mmkeras.data.targets import LabelVocabulary
 
 
 def parser():
@@ -70,11 +82,6 @@ def progress(iterable, total, description):
 
 def load_own_model_dir(model_dir):
     """The pieces `mmkeras train --data` saved: `(schema, vocab, layout)`."""
-    from mmkeras.data.own_data import LAYOUT_FILE
-    from mmkeras.data.own_data import TableLayout
-    from mmkeras.data.schema import Schema
-    from mmkeras.data.targets import LabelVocabulary
-
     model_dir = pathlib.Path(model_dir)
     for name in ("schema.json", "labels.json", LAYOUT_FILE, "config.yaml", "model.keras"):
         if not (model_dir / name).is_file():
@@ -88,15 +95,6 @@ def load_own_model_dir(model_dir):
 def predict_table(model_dir, table, out, top_k=10, bad_input=None, batch_size=64,
                   threshold=0.5):
     """Predicts every usable row of `table` into the CSV `out`; returns a summary dict."""
-    import numpy as np
-
-    from mmkeras import features
-    from mmkeras import model_dir as model_dir_lib
-    from mmkeras.data import load_split
-    from mmkeras.data import make_dataset
-    from mmkeras.data.own_data import convert_table
-    from mmkeras.data.preprocessing import Preprocessing
-
     model_dir, table = pathlib.Path(model_dir), pathlib.Path(table)
     schema, vocab, layout = load_own_model_dir(model_dir)
     config, model = model_dir_lib.load_model_dir(model_dir)

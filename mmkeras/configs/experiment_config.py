@@ -765,6 +765,12 @@ def check_values(config):
     if _get(config, "trainer.clipnorm") not in (_MISSING, None) and _get(
             config, "trainer.global_clipnorm") not in (_MISSING, None):
         raise ConfigError("Set one of 'trainer.clipnorm' and 'trainer.global_clipnorm', not both.")
+    target = _get(config, "model.target")
+    if _get(config, "trainer.label_smoothing") and target in ("multilabel", "regression"):
+        raise ConfigError(
+            f"'trainer.label_smoothing' smooths one-hot class targets; model.target {target!r} "
+            "has none: set it to 0."
+        )
     if _get(config, "trainer.label_smoothing") and _get(config, "model.tasks"):
         raise ConfigError(
             "'trainer.label_smoothing' applies to a single-task classifier; with 'model.tasks' "

@@ -45,8 +45,9 @@ from mmkeras.data.splits import normalize_split
 from mmkeras.data.splits import stratified_splits
 from mmkeras.data.targets import LabelVocabulary
 from mmkeras.data.targets import TargetError
+from mmkeras.model_dir import OWN_TABLE_FILE
 
-LAYOUT_FILE = "table.json"
+LAYOUT_FILE = OWN_TABLE_FILE  # in the model directory
 MEDIA_MODALITIES = ("image", "audio", "video")
 RESERVED_COLUMNS = ("id", "split", "label", "image", "audio", "video", "text", "tabular",
                     "timeseries", "tabular_categories")

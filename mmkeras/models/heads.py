@@ -65,3 +65,20 @@ def unstandardize(x, mean, std, name=VALUE):
     return keras.layers.Normalization(
         mean=[float(mean)], variance=[float(std) ** 2], invert=True, dtype="float32", name=name,
     )(x)
+
+
+def target_of_model(model):
+    """The target kind a classifier built by `build_classifier` was built for, read from its
+    main output: `regression` when it is `value`, `multilabel` when the `probabilities` come
+    from a sigmoid `Dense`, else `multiclass` (which `binary` heads serve as too)."""
+    output = model.output
+    if isinstance(output, dict):
+        output = output.get(features.PROBABILITIES, next(iter(output.values())))
+    layer = output._keras_history.operation
+    if layer.name == VALUE:
+        return "regression"
+    if isinstance(layer, keras.layers.Identity) and layer._inbound_nodes:
+        source = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+        if getattr(source, "activation", None) is keras.activations.sigmoid:
+            return "multilabel"
+    return "multiclass"

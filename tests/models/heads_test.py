@@ -58,6 +58,9 @@ def test_target_is_checked_at_load():
         load_config(None, ["model.target=ordinal"])
     with pytest.raises(ConfigError, match="needs a feature-level fusion"):
         load_config(None, ["model.target=regression", "model.fusion.type=late"])
+    for target in ("multilabel", "regression"):
+        with pytest.raises(ConfigError, match=f"model.target '{target}' has none"):
+            load_config(None, [f"model.target={target}", "trainer.label_smoothing=0.1"])
     with pytest.raises(ConfigError, match="model.tasks"):
         load_config(None, ["model.target=multilabel",
                            "model.tasks=[{name: image_head, input: image}]"])

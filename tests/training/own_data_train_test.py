@@ -5,13 +5,17 @@ missing cells."""
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
 
+from mmkeras import model_dir as model_dir_lib
+from serving import export
 from tests.data.schema_test import _user_table
 from tests.data.schema_test import _write_csv
 from tests.datasets.openmoji_test import openmoji_small  # noqa: F401  (session fixture)
+from training import evaluate
 from training import own_data_train
 from training import predict
 from training import report as report_lib
@@ -86,11 +90,24 @@ def test_predict_unlabelled_rows_with_missing_cells(trained_products):
 
 
 @pytest.mark.large
+def test_a_moved_model_dir_reads_its_own_data(trained_products, tmp_path):
+    """config.yaml names the absolute data folder it was trained from; a copy elsewhere reads
+    the copy's `data/` (the original's could be gone)."""
+    _, _, model_dir = trained_products
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(model_dir, moved, ignore=shutil.ignore_patterns("backup", "logs", "export"))
+    config = model_dir_lib.load_config(moved)
+    assert config.data.data_dir == str((moved / "data").resolve())
+    assert model_dir_lib.load_config(model_dir).data.data_dir == str((model_dir / "data").resolve())
+    report = json.loads((model_dir / "report.json").read_text())
+    payload = evaluate.evaluate(moved)
+    assert payload["metrics"]["accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-6)
+
+
+@pytest.mark.large
 def test_evaluate_reads_the_fitted_preprocessing(trained_products):
     """`mmkeras evaluate` on a text + tabular model (it built the dataset without the fitted
     vocabulary and tabular statistics before)."""
-    from training import evaluate
-
     _, _, model_dir = trained_products
     payload = evaluate.evaluate(model_dir)
     report = json.loads((model_dir / "report.json").read_text())
@@ -132,6 +149,16 @@ def _ignore(root, target):
     return path
 
 
+def _exported_outputs(model_dir):
+    """Exports `model_dir` (SavedModel + TFLite, every check) and returns the report."""
+    report = export.export(model_dir, formats=("savedmodel", "tflite"))
+    assert report["passed"], report
+    assert {"serve_raw", "serve_examples"} <= set(report["savedmodel"]["signatures"])
+    for name, check in report["signatures"].items():
+        assert check["passed"], (name, check)
+    return report
+
+
 @pytest.mark.large
 def test_multilabel_table_trains_and_predicts_label_sets(product_table):
     root, rows, table = product_table
@@ -167,6 +194,11 @@ def test_multilabel_table_trains_and_predicts_label_sets(product_table):
         probabilities[[by_line[line] for line in test_lines]], labels, vocab["labels"])
     assert again["micro_f1"] == pytest.approx(test["micro_f1"], abs=1e-4)
     assert again["loss"] == pytest.approx(test["loss"], abs=1e-4)
+    # Served: the sigmoid probabilities and 0/1 labels, not a softmax's argmax.
+    exported = _exported_outputs(model_dir)
+    assert exported["savedmodel"]["outputs"] == ["probabilities", "multi_hot"]
+    assert exported["target"] == "multilabel"
+    assert exported["tflite"]["passed"] and exported["tflite"]["heads"] == ["probabilities"]
 
 
 @pytest.mark.large
@@ -197,3 +229,8 @@ def test_regression_table_trains_and_predicts_values_in_real_units(product_table
     assert test["examples"] == len(test_lines)
     for key in ("mae", "rmse", "r2"):
         assert again[key] == pytest.approx(test[key], abs=1e-4), key
+    # Served: the value in real units alone (no probabilities, no class id).
+    exported = _exported_outputs(model_dir)
+    assert exported["savedmodel"]["outputs"] == ["value"]
+    assert exported["tflite"]["passed"] and exported["tflite"]["heads"] == ["value"]
+    assert exported["tflite"]["max_abs_diff_per_std"] <= 1e-4

@@ -37,6 +37,7 @@ from mmkeras.metrics import av_sync as av_sync_metrics
 from mmkeras.models.av_sync_model import AVSyncModel
 from training import report as report_lib
 from training import runtime
+from training.tasks.base import recipe_hparams
 from training.tasks.base import Task
 from training.tasks.registry import register
 
@@ -242,9 +243,7 @@ class AVSyncTask(Task):
             "av_sync.jitter_frames": s.jitter_frames,
             "av_sync.max_offset": s.max_offset,
             "av_sync.embedding_dim": s.embedding_dim,
-            "trainer.learning_rate": config.trainer.learning_rate,
-            "trainer.epochs": config.trainer.epochs,
-            "data.batch_size": config.data.batch_size,
+            **recipe_hparams(config),
             "runtime.cpu_replicas": config.runtime.cpu_replicas,
         }
 

@@ -46,6 +46,7 @@ from mmkeras.models.captioner import beam_search_decode
 from mmkeras.models.captioner import greedy_decode
 from training import report as report_lib
 from training import runtime
+from training.tasks.base import recipe_hparams
 from training.tasks.base import Task
 from training.tasks.registry import register
 
@@ -305,9 +306,7 @@ class CaptioningTask(Task):
             "captioning.num_layers": cap.num_layers,
             "captioning.min_count": cap.min_count,
             "captioning.dropout": cap.dropout,
-            "trainer.learning_rate": config.trainer.learning_rate,
-            "trainer.epochs": config.trainer.epochs,
-            "data.batch_size": config.data.batch_size,
+            **recipe_hparams(config),
             "runtime.cpu_replicas": config.runtime.cpu_replicas,
         }
 
