@@ -123,6 +123,7 @@ def generated_config(name, dataset_dir, layout, num_classes, image_paths, seed,
         "data_dir": str(pathlib.Path(dataset_dir).resolve()),
         "seed": seed,
         "modalities": layout.modalities,
+        "modality_types": layout.modality_types(),
         "batch_size": 32,
         "bad_input": "error",
         "empty_is_missing": True,
@@ -131,11 +132,11 @@ def generated_config(name, dataset_dir, layout, num_classes, image_paths, seed,
     }
     model = {"name": name, "modalities": layout.modalities, "num_classes": num_classes,
              "target": target, "fusion": {"type": "concat"}, "head_units": [64]}
-    if "image" in layout.media:
+    if layout.of_type("image"):
         shape, fill = image_settings(image_paths)
         data.update(image_shape=shape, image_resize="pad", image_fill=fill,
                     max_image_pixels=40_000_000)
-    if "audio" in layout.media:
+    if layout.of_type("audio"):
         data.update(audio_sample_rate=AUDIO_RATE, audio_resample=True,
                     audio_samples=AUDIO_RATE * AUDIO_SECONDS, audio_channels=None)
         model["audio_encoder"] = {"sample_rate": AUDIO_RATE, "fft_length": 512,
@@ -177,7 +178,7 @@ def prepare(args):
     fractions = _fractions(args.split_fractions)
     schema = infer_schema(args.data, target=args.target, overrides=load_overrides(args.schema))
     print(f"[schema] {args.data}:")
-    for line in format_schema(schema):
+    for line in format_schema(schema, feeds=own_data.layout_for(schema).feeds()):
         print(f"  {line}")
     model_dir = pathlib.Path(args.model_dir)
     if args.fresh and model_dir.exists():
@@ -201,13 +202,14 @@ def prepare(args):
     (model_dir / "schema.json").write_text(json.dumps(schema.to_dict(), indent=1) + "\n")
     conversion.vocab.save(model_dir)
     conversion.layout.save(model_dir)
-    image_column = conversion.layout.media.get("image")
+    image_modalities = conversion.layout.of_type("image")
     image_paths = []
-    if image_column:
+    if image_modalities:  # every image feature shares data.image_shape: sample them all
         import csv
 
         with open(model_dir / "data" / "manifest.csv", newline="", encoding="utf-8") as f:
-            image_paths = [r["image"] for r in csv.DictReader(f) if r["image"]][:20]
+            image_paths = [r[m] for r in csv.DictReader(f) for m in image_modalities
+                           if r[m]][:20]
     generated = generated_config(model_name(args.data), model_dir / "data", conversion.layout,
                                  conversion.vocab.num_outputs, image_paths, args.seed,
                                  target=schema.target_kind)
@@ -238,7 +240,8 @@ def main(argv=None):
     print(f"[config] {model_dir / 'generated.yaml'}: modalities {config.model.modalities}, "
           + outputs.get(config.model.target, f"{config.model.num_classes} classes")
           + (f", images {config.data.image_shape} ({config.data.image_resize})"
-             if "image" in config.model.modalities else ""))
+             if "image" in config.data.modality_types.values()
+             or "image" in config.model.modalities else ""))
     if args.dry_run:
         return 0
     from training.trainer import train

@@ -256,7 +256,7 @@ def decode_wav_bytes(encoded, present, num_samples, sample_rate=None, wav_rate="
 
 
 def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="resample",
-                 image_resize=None, image_fill=0.0):
+                 image_resize=None, image_fill=0.0, kinds=None):
     """Decodes a batch of encoded modalities into model inputs.
 
     Args:
@@ -267,6 +267,8 @@ def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="res
             gets (`decode_wav_bytes`); None: the rate is not checked.
         image_resize, image_fill: how an image of another size is fitted (`data.image_resize`,
             `data.image_fill`; None: images must already have the model's shape).
+        kinds: `{modality: type}` of modalities not named after their type (`front`:
+            `image`; `features.modality_type`).
 
     Returns:
         `{modality: float32 [batch, *shape], "<modality>_present": float32 [batch]}`.
@@ -276,13 +278,14 @@ def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="res
     inputs = {}
     for m in sorted(shapes):
         flags = tf.cast(present[m], tf.float32)
-        if m in TEXT_MODALITIES:  # Raw strings pass through; a missing text is "".
+        kind = features.modality_type(m, kinds)
+        if kind in TEXT_MODALITIES:  # Raw strings pass through; a missing text is "".
             inputs[m] = tf.where(flags > 0, encoded[m], "")
             inputs[features.presence_key(m)] = flags
             continue
-        _check_modality(m)
+        _check_modality(kind)
         shape = tuple(int(d) for d in shapes[m])
-        if m == features.IMAGE:
+        if kind == features.IMAGE:
             def decode(args, shape=shape):
                 return decode_image_bytes(args[0], args[1], shape, image_resize, image_fill)
         else:
