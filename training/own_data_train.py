@@ -14,6 +14,14 @@ printed as a table; a small YAML (`--schema`) overrides any column:
       year: categorical
     target_kind: multiclass  # binary, multiclass, multilabel (`a|b` cells), regression
 
+Each image, audio, video or text column feeds a modality (the `modality` column of the printed
+schema; `mmkeras.data.own_data.TableLayout`): a role with one column keeps the role's name
+(`image`, `text`); several columns of a role (a title and a description, a front and a back
+image) become one modality each, named after its column, with its own encoder
+(`model.<type>_encoder`'s settings, `data.modality_types` in the generated config), presence
+flag and, for text, vocabulary (`vocab_<modality>.txt`), all fused. Numeric and categorical
+columns form the one `tabular` modality.
+
 The target's kind (inferred, or `target_kind` in `--schema`) picks the head, loss and metrics
 (`model.target` in the generated config; `training/tasks/classification.py`): `binary` and
 `multiclass` (string or integer labels: softmax, accuracy), `multilabel` (cells `a|b`: a
@@ -26,7 +34,8 @@ a config is generated and trained with the experiment trainer (`training.trainer
 
     DIR/schema.json          the roles (what predict reads a new table with)
     DIR/labels.json          the label vocabulary (label names <-> ids)
-    DIR/table.json           how the columns become modalities, and the imputation values
+    DIR/table.json           how the columns become modalities (`columns`, `types`), and
+                             the imputation values
     DIR/data/manifest.csv    one row per usable table row (id `<table>:<line>`)
     DIR/data/dataset.json    the source table, its SHA-256, row counts, the split recipe
                              (a seeded stratified split when the table has no split column),
