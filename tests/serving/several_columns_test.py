@@ -13,6 +13,7 @@ import base64
 import csv
 import json
 import pathlib
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -178,6 +179,14 @@ def test_one_rest_request_with_raw_strings_and_bytes_per_feature(
         with urllib.request.urlopen(request, timeout=120) as response:
             assert response.status == 200
             outputs = json.loads(response.read())["outputs"]
+        # An undecodable front image: a 400 naming the bytes inputs, not the text ones.
+        body["inputs"]["front_bytes"][1] = {"b64": base64.b64encode(b"not a png").decode()}
+        bad = urllib.request.Request(request.full_url, data=json.dumps(body).encode())
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(bad, timeout=120)
+        assert info.value.code == 400
+        error = json.loads(info.value.read())["error"]
+        assert "'front_bytes'" in error and "'title'" not in error, error
     finally:
         stop_server(server.process)
     np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"].numpy(),
