@@ -211,3 +211,18 @@ def test_several_columns_of_a_role_get_one_modality_each():
                                          "text": ["title", "description"]})
     assert old.modalities == ["image", "text"] and old.columns["text"] == ["title", "description"]
     assert old.modality_types() == {}
+
+
+def test_schema_table_shows_the_modality_each_column_feeds(products, tmp_path):
+    from mmkeras.data.schema import format_schema
+
+    path = _write_csv(tmp_path / "p.csv", products)
+    schema = infer_schema(path, target="colour")
+    lines = format_schema(schema, feeds=own_data.layout_for(schema).feeds())
+    assert lines[0].split()[:6] == ["column", "role", "modality", "missing", "distinct", "why"]
+    fed = {line.split()[0]: line.split()[2] for line in lines[2:]
+           if not line.startswith("colour")}
+    assert fed == {"sku": "-", "photo": "image", "title": "title",
+                   "description": "description", "price": "tabular", "rating": "tabular"}
+    assert [line.split()[:4] for line in lines if line.startswith("colour")] == [
+        ["colour", "target", "(multiclass)", "-"]]
