@@ -214,3 +214,14 @@ def test_tflite_cli_takes_a_file_per_image_feature(two_images_table, two_images_
     want = runner(**client.tflite_inputs(tflite_dir / "assets", raw))["probabilities"][0]
     np.testing.assert_allclose(probabilities, want, atol=1e-6)
     assert class_id == int(np.argmax(want))
+
+
+def test_explain_maps_each_image_feature(two_images_model, tmp_path):
+    from training import explain
+
+    summary, out = explain.explain(two_images_model, 0, out=tmp_path / "explain", steps=8)
+    assert set(summary["gradcam_layers"]) == {"back", "front"}
+    assert summary["gradcam_layers"]["front"].startswith("front_encoder_")
+    for m in ("front", "back"):
+        assert (out / f"saliency_{m}.png").is_file()
+        assert (out / f"gradcam_plus_plus_{m}.png").is_file()
