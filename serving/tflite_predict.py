@@ -15,9 +15,9 @@ pipeline (`mmkeras.data.pipeline`): an 8-bit image becomes float32 in [0, 1] (`/
 to the model's length. `--no-audio` / `--no-image` mark a modality missing (zeros, flag 0), as
 the pipeline does. `--file NAME=PATH` gives the file of any image or audio input by its name
 (`front`, `back`: a model with several image columns); an input of rank 3 per example is
-decoded as an image, of rank 1 as a WAV; an input left out is missing. Grayscale 8-bit PNGs (the dataset's files) decode exactly as in TensorFlow;
-colour images are converted with PIL's `L` mode, which may differ from TensorFlow's grayscale
-conversion by one grey level.
+decoded as an image, of rank 1 as a WAV; an input left out is missing. Grayscale 8-bit PNGs
+(the dataset's files) decode exactly as in TensorFlow; colour images are converted with PIL's
+`L` mode, which may differ from TensorFlow's grayscale conversion by one grey level.
 """
 
 import argparse

@@ -283,10 +283,13 @@ def parse_number(value):
 # Reading.
 
 
-def _policy_for(bad_input, modality):
-    policy = bad_input.get(modality, bad_input.get("default", "error")) if isinstance(
-        bad_input, dict
-    ) else bad_input
+def _policy_for(bad_input, modality, kind=None):
+    """The policy of `modality`: its own key, else its type's (`image` for `front`), else
+    `default`."""
+    if isinstance(bad_input, dict):
+        policy = bad_input.get(modality, bad_input.get(kind, bad_input.get("default", "error")))
+    else:
+        policy = bad_input
     if policy not in POLICIES:
         raise ValueError(f"Unknown bad_input policy '{policy}' for '{modality}'; use {POLICIES}.")
     return policy
@@ -368,8 +371,9 @@ def read_manifest(
             columns; `text`: a text column; `tabular`: the columns below).
         num_classes: labels must lie in `[0, num_classes)`.
         bad_input: a policy (`error`, `skip`, `mask`) or a dict modality -> policy (`label`,
-            `split` and `default` keys allowed). Rows whose split is unknown are counted in
-            `report.unknown_split` by every split's read.
+            `split` and `default` keys allowed; a type, `image`, also covers the features of
+            that type, `front` and `back`, that have no key of their own). Rows whose split
+            is unknown are counted in `report.unknown_split` by every split's read.
         max_examples: keep only the first N rows of the split.
         checkers: dict modality -> function(path) -> None or a reason (default: `CHECKERS`).
         numeric_columns: the numeric columns of the `tabular` modality.
@@ -456,7 +460,7 @@ def read_manifest(
                 values[f"{m}_present"] = 1.0
                 continue
             problem = f"{where}: {reason}"
-            policy = _policy_for(bad_input, m)
+            policy = _policy_for(bad_input, m, kinds[m])
             if policy == "error":
                 raise DataError(problem)
             report.problems.append(problem)
