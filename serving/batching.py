@@ -74,6 +74,8 @@ def _suspect_inputs(signature, node):
     for word, modality in _NODE_MODALITIES.items():
         if word in lowered:
             named = [k for k in candidates if k == modality or k.startswith(modality + "_")]
+            if not named and modality in ("image", "audio"):  # features named after columns
+                named = [k for k in candidates if k.endswith("_bytes")]  # (front_bytes, ...)
             if named:
                 return named
     return candidates

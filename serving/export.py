@@ -332,6 +332,7 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         model_name=config.model.name, preprocessing=preprocessing,
         wav_rate=config.model.audio_encoder.serve_wav_rate,
         image_resize=config.data.image_resize, image_fill=config.data.image_fill,
+        kinds=features.modality_types(config.model.modalities, config.data.modality_types),
     )
     timings = {"savedmodel": round(time.time() - t0, 1)}
     # TFLite and ONNX carry the main head: with --all-heads they are converted from a
@@ -345,7 +346,8 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         model, convert_source, stage, formats, tflite_quant, config, timings, preprocessing)
     if convert_source != savedmodel_dir:
         shutil.rmtree(convert_source, ignore_errors=True)
-    raw = sm.raw_features(served, preprocessing)
+    kinds = features.modality_types(config.model.modalities, config.data.modality_types)
+    raw = sm.raw_features(served, preprocessing, kinds)
     if "tflite" in artifacts:
         assets = tflite_assets.write_assets(stage / "tflite", model_dir,
                                             config, raw, sm.input_specs(model))
@@ -359,7 +361,7 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         max_examples=max_parity_examples, runners=runners, tolerances=tolerances,
         preprocessing=preprocessing,
     )
-    signatures = list(sm.supported_signatures(served, preprocessing))
+    signatures = list(sm.supported_signatures(served, preprocessing, kinds))
     if "savedmodel" in formats and sm.SERVE_RAW in signatures:
         report["signatures"] = parity_lib.check_signatures(
             config, model, savedmodel_dir, raw, preprocessing)
@@ -379,9 +381,10 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         rows = examples.rows(config, "test", examples.SIGNATURE_CHECK_EXAMPLES)
         modalities = sorted(config.model.modalities)
         id_inputs = examples.pipeline_inputs(rows, config, modalities, preprocessing)
-        strings = examples.pipeline_inputs(rows, config, modalities)[features.TEXT]
+        strings = examples.pipeline_inputs(rows, config, modalities)
+        strings = {name: strings[name] for name in preprocessing.text_features}
         report["text_signature"] = text_signature.check_text_signature(
-            savedmodel_dir, dict(id_inputs, **{features.TEXT: strings}),
+            savedmodel_dir, dict(id_inputs, **strings),
             id_inputs, parity_lib.SIGNATURE_TOLERANCE)
     for key, seconds in timings.items():
         report.setdefault(key, {})["export_seconds"] = seconds

@@ -27,10 +27,11 @@ Tabular columns enter under their own column names (`tabular.json`'s `numeric` a
 `categorical` lists, in that order), with one `tabular_present` flag for the modality.
 
 Everything is keyed by feature name: `kinds` maps each model input to its modality type
-(default: the name is the type, `text` -> text), and a text feature is tokenized by
-`text_ids(preprocessing, name, strings)`, the one place that picks the tokenizer of a name.
-A model with several text columns (`title`, `description`) needs a kinds entry for each and a
-tokenizer per name there; nothing else changes.
+(default: the name is the type, `text` -> text; the model's `data.modality_types` give the
+others), and a text feature is tokenized by `text_ids(preprocessing, name, strings)`, the one
+place that picks the tokenizer of a name. A model with several text columns (`title`,
+`description`) takes one string input per column, each tokenized by its own vocabulary; two
+image columns (`front`, `back`) take `front_bytes` and `back_bytes`.
 
 `describe` is the JSON written beside the SavedModel (`assets.extra/raw_inputs.json`): the
 server reads it to accept NaN / null for the numeric columns and to let a request leave a
@@ -84,15 +85,14 @@ def default_kinds(modalities):
 
 
 def text_ids(preprocessing, name, strings):
-    """Strings `[B]` of text feature `name` -> the model's token ids (the tokenizer saved in
-    the model directory; one text feature today, so every name uses it)."""
-    del name  # one tokenizer per model directory so far
-    return preprocessing.text_ids(strings)
+    """Strings `[B]` of text feature `name` -> the model's token ids (that feature's tokenizer
+    saved in the model directory: `vocab.txt` for `text`, `vocab_<name>.txt` for another text
+    feature, or the keras_hub preset's, shared by every text feature)."""
+    return preprocessing.text_ids(strings, name)
 
 
 def _has_tokenizer(preprocessing):
-    return preprocessing is not None and (
-        preprocessing.vectorizer is not None or preprocessing.text_preprocessor is not None)
+    return preprocessing is not None and bool(preprocessing.tokenizers())
 
 
 def raw_features(specs, preprocessing=None, kinds=None):
@@ -171,7 +171,8 @@ def to_model_inputs(inputs, raw, specs, preprocessing=None, rate=None):
         if kind in BYTES_KINDS:
             shape = tuple(int(d) for d in specs[m].shape[1:])
             decoded = example_schema.decode_batch(
-                {m: inputs[group[0].name]}, {m: present}, {m: shape}, **(rate or {}))
+                {m: inputs[group[0].name]}, {m: present}, {m: shape}, **(rate or {}),
+                kinds={m: kind})
             x[m] = decoded[m]
         elif kind == TEXT:
             x[m] = text_ids(preprocessing, m, tf.where(on, inputs[m], ""))

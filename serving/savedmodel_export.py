@@ -72,7 +72,7 @@ def write_warmup(version_dir, model_name, examples=None, by_signature=None):
 
 def export_savedmodel(model, base, version=None, warmup_examples=None, model_name=None,
                       preprocessing=None, archive=None, warmup_by_signature=None,
-                      wav_rate="resample", image_resize=None, image_fill=0.0):
+                      wav_rate="resample", image_resize=None, image_fill=0.0, kinds=None):
     """Writes `<base>/<version>/` (with warm-up requests) atomically; returns its path.
 
     `preprocessing` (the model directory's fitted `Preprocessing`, for text and tabular
@@ -83,7 +83,8 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     other tasks: `serving/tasks/`); `warmup_by_signature` `{signature: inputs}` adds warm-up
     requests for other signatures than `serving_default`. `wav_rate`: what `serve_raw` /
     `serve_examples` do with a WAV at another rate, `image_resize` / `image_fill` how they fit
-    an image of another size (`serving_module.build_archive`).
+    an image of another size (`serving_module.build_archive`); `kinds` the types of features
+    not named after their type (`data.modality_types`).
 
     Everything is written into `<base>/.tmp-<pid>-version-<version>` and renamed at the end;
     on any error the temporary directory is removed and no version appears. (`export` calls
@@ -101,11 +102,12 @@ def export_savedmodel(model, base, version=None, warmup_examples=None, model_nam
     try:
         raw = None
         if archive is None:
-            archive = build_archive(model, preprocessing=preprocessing, wav_rate=wav_rate,
-                                    image_resize=image_resize, image_fill=image_fill)
+            archive = build_archive(model, preprocessing=preprocessing, kinds=kinds,
+                                    wav_rate=wav_rate, image_resize=image_resize,
+                                    image_fill=image_fill)
             if text_signature.text_only(preprocessing) is not None:
                 text_signature.add_text_endpoint(archive, model, preprocessing)
-            raw = raw_features(model, preprocessing)
+            raw = raw_features(model, preprocessing, kinds)
         archive.write_out(str(tmp), verbose=False)
         if raw is not None:
             model_dir_lib.write_json(tmp / "assets.extra" / raw_inputs.RAW_INPUTS_FILE,

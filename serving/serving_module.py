@@ -217,10 +217,9 @@ def preprocessing_resources(preprocessing):
     """What the raw signatures' graph holds of `preprocessing`: the tokenizer (a Keras layer)
     and the tabular lookup tables (made here, eagerly, so the SavedModel saves them)."""
     resources = []
-    tokenizer = preprocessing.text_preprocessor or preprocessing.vectorizer
-    if tokenizer is not None:
-        preprocessing.text_ids(tf.constant([""]))  # builds the layer (an eager call)
-        resources.append(tokenizer)
+    for name in preprocessing.text_features:
+        preprocessing.text_ids(tf.constant([""]), name)  # builds the layer (an eager call)
+    resources += preprocessing.tokenizers()
     if preprocessing.tabular:
         resources += preprocessing.lookup_tables()
     return resources

@@ -1,10 +1,11 @@
 """Raw strings into a text model's SavedModel: the `serve_text` signature.
 
-A text model takes int32 token ids (`text`), made in tf.data by the tokenizer saved in the
-model directory: the `TextVectorization` of `vocab.txt`, or a `keras_hub` encoder's preset
+A text model takes int32 token ids (`text`, or one input per text feature: `title`,
+`description`), made in tf.data by the tokenizer saved in the model directory: the
+`TextVectorization` of `vocab.txt` (`vocab_<feature>.txt`), or a `keras_hub` encoder's preset
 tokenizer in `text_preprocessor/` (`mmkeras.data.preprocessing.Preprocessing`). Export keeps
 `serving_default` on token ids (what Keras, TFLite and ONNX see) and adds `serve_text`, which
-takes the same inputs except `text`, a string `[B]`, and runs that tokenizer inside the graph,
+takes the same inputs except the text ones, strings `[B]`, and runs the tokenizers inside the graph,
 so clients send raw text. The preset tokenizers (WordPiece, SentencePiece, BPE) use
 tensorflow-text ops: loading the SavedModel in Python needs `import tensorflow_text` (done by
 `keras_hub`), and the server must have those ops linked in.
@@ -25,7 +26,7 @@ SERVE_TEXT = "serve_text"
 def load_preprocessing(model_dir, config):
     """The model directory's fitted `Preprocessing` (None when the model needs none)."""
     modalities = sorted(config.model.modalities)
-    if not {features.TEXT, features.TABULAR} & set(modalities):
+    if not features.needs_preprocessing(modalities, config.data.modality_types):
         return None
     return Preprocessing.load(
         model_dir, config.data, modalities, text_encoder=config.model.text_encoder
@@ -36,30 +37,34 @@ def text_only(preprocessing):
     """`preprocessing` when it tokenizes text (the `serve_text` signature applies), else None."""
     if preprocessing is None:
         return None
-    if preprocessing.vectorizer is None and preprocessing.text_preprocessor is None:
+    if not preprocessing.tokenizers() or not preprocessing.text_features:
         return None
     return preprocessing
 
 
-def text_input_specs(model):
-    """`serving_default`'s inputs with `text` as a string `[B]`."""
+def text_input_specs(model, names=(features.TEXT,)):
+    """`serving_default`'s inputs with each text feature of `names` as a string `[B]`."""
     specs = sm.input_specs(model)
-    if features.TEXT not in specs:
-        raise ValueError(f"The model has no '{features.TEXT}' input: {sorted(specs)}.")
-    specs[features.TEXT] = tf.TensorSpec([None], tf.string, name=features.TEXT)
+    for name in names:
+        if name not in specs:
+            raise ValueError(f"The model has no '{name}' input: {sorted(specs)}.")
+        specs[name] = tf.TensorSpec([None], tf.string, name=name)
     return specs
 
 
 def add_text_endpoint(archive, model, preprocessing):
-    """Adds `serve_text` to `archive` (a `keras.export.ExportArchive` tracking `model`)."""
-    tokenizer = preprocessing.text_preprocessor or preprocessing.vectorizer
-    archive.track(tokenizer)
+    """Adds `serve_text` to `archive` (a `keras.export.ExportArchive` tracking `model`): every
+    text feature (`preprocessing.text_features`) a string, tokenized by its own tokenizer."""
+    for tokenizer in preprocessing.tokenizers():
+        archive.track(tokenizer)
     heads = sm.head_names(model)
     target = model_heads.target_of_model(model)
+    names = list(preprocessing.text_features)
 
     def serve_text(inputs):
         x = dict(inputs)
-        x[features.TEXT] = preprocessing.text_ids(x[features.TEXT])
+        for name in names:
+            x[name] = preprocessing.text_ids(x[name], name)
         outputs = model(x, training=False)
         if not isinstance(outputs, dict):
             outputs = {features.PROBABILITIES: outputs}
@@ -68,7 +73,8 @@ def add_text_endpoint(archive, model, preprocessing):
             result.update(sm.head_outputs(head, outputs[head], target))
         return result
 
-    archive.add_endpoint(SERVE_TEXT, serve_text, input_signature=[text_input_specs(model)])
+    archive.add_endpoint(SERVE_TEXT, serve_text,
+                         input_signature=[text_input_specs(model, names)])
     return archive
 
 

@@ -7,6 +7,8 @@ waveforms), and the export writes the fitted preprocessing next to it:
     DIR/export/tflite/assets/inputs.json         the raw inputs (`serving/raw_inputs.py`'s
                                                  `describe`) and how each becomes a tensor
     DIR/export/tflite/assets/vocab.txt           a TextVectorization model's vocabulary
+                                                 (`vocab_<feature>.txt`: another text
+                                                 feature's; `inputs.json` names each one)
     DIR/export/tflite/assets/text_preprocessor/  a keras_hub preset's tokenizer (config + vocab)
     DIR/export/tflite/assets/tabular.json        numeric mean / std / fill, category vocabularies
 
@@ -52,21 +54,24 @@ def write_assets(tflite_dir, model_dir, config, raw, specs):
             entry["kind"] = "tabular"
     if raw_inputs.TEXT in kinds:
         preset = model_dir / text_lib.PRESET_TOKENIZER_DIR
-        if preset.is_dir():
+        if preset.is_dir():  # a preset's tokenizer is fitted on nothing: one for every feature
             target = out / text_lib.PRESET_TOKENIZER_DIR
             if target.exists():
                 shutil.rmtree(target)
             shutil.copytree(preset, target)
-            text = {"tokenizer": "keras_hub", "path": text_lib.PRESET_TOKENIZER_DIR}
-        else:
-            shutil.copyfile(model_dir / text_lib.VOCAB_FILE, out / text_lib.VOCAB_FILE)
-            text = {"tokenizer": "text_vectorization", "vocabulary": text_lib.VOCAB_FILE,
-                    "standardize": STANDARDIZE, "split": SPLIT, "padding_id": 0, "oov_id": 1,
-                    "first_token_id": 2}
-        text["sequence_length"] = int(config.data.text_sequence_length)
         for f in raw:
-            if f.kind == raw_inputs.TEXT:
-                tensors[f.modality]["text"] = text
+            if f.kind != raw_inputs.TEXT:
+                continue
+            if preset.is_dir():
+                text = {"tokenizer": "keras_hub", "path": text_lib.PRESET_TOKENIZER_DIR}
+            else:  # each text feature's own vocabulary
+                vocab = text_lib.vocab_file(f.modality)
+                shutil.copyfile(model_dir / vocab, out / vocab)
+                text = {"tokenizer": "text_vectorization", "vocabulary": vocab,
+                        "standardize": STANDARDIZE, "split": SPLIT, "padding_id": 0,
+                        "oov_id": 1, "first_token_id": 2}
+            text["sequence_length"] = int(config.data.text_sequence_length)
+            tensors[f.modality]["text"] = text
     if kinds & {raw_inputs.NUMERIC, raw_inputs.CATEGORICAL}:
         shutil.copyfile(model_dir / preprocessing_lib.TABULAR_FILE,
                         out / preprocessing_lib.TABULAR_FILE)

@@ -2,6 +2,8 @@
 
     python -m serving.tflite_predict --model DIR/export/tflite/model.tflite \
         --image digit.png --audio seven.wav [--no-audio | --no-image] [--json]
+    python -m serving.tflite_predict --model DIR/export/tflite/model.tflite \
+        --file front=front.png --file back=back.png   # features named after their columns
 
 prints the class id and the probabilities. Any variant works (`model.tflite`,
 `model_f16.tflite`, `model_dynamic.tflite`, `model_int8.tflite`): all take float32 inputs
@@ -11,9 +13,11 @@ Files are decoded with PIL and `wave` (no TensorFlow), with the semantics of the
 pipeline (`mmkeras.data.pipeline`): an 8-bit image becomes float32 in [0, 1] (`/ 255`); a
 16-bit PCM WAV's first channel becomes float32 `int16 / 32768`, centre-cropped or zero-padded
 to the model's length. `--no-audio` / `--no-image` mark a modality missing (zeros, flag 0), as
-the pipeline does. Grayscale 8-bit PNGs (the dataset's files) decode exactly as in TensorFlow;
-colour images are converted with PIL's `L` mode, which may differ from TensorFlow's grayscale
-conversion by one grey level.
+the pipeline does. `--file NAME=PATH` gives the file of any image or audio input by its name
+(`front`, `back`: a model with several image columns); an input of rank 3 per example is
+decoded as an image, of rank 1 as a WAV; an input left out is missing. Grayscale 8-bit PNGs
+(the dataset's files) decode exactly as in TensorFlow; colour images are converted with PIL's
+`L` mode, which may differ from TensorFlow's grayscale conversion by one grey level.
 """
 
 import argparse
@@ -86,15 +90,17 @@ def signature_runner(model_path, num_threads=None):
     return interpreter.get_signature_runner("serving_default")
 
 
-def build_inputs(input_details, image=None, audio=None):
+def build_inputs(input_details, image=None, audio=None, files=None):
     """Model inputs (batch of one) from file paths; None marks a modality missing.
 
     Args:
         input_details: `runner.get_input_details()` (names and shapes of the inputs).
         image: path of an image file, or None.
         audio: path of a WAV file, or None.
+        files: `{input name: path}` of other image / audio inputs (`front`, `back`): rank 3
+            per example is an image, rank 1 a WAV.
     """
-    given = {IMAGE: image, AUDIO: audio}
+    given = {IMAGE: image, AUDIO: audio, **(files or {})}
     inputs = {}
     for name, detail in input_details.items():
         if name.endswith(PRESENT_SUFFIX):
@@ -102,10 +108,10 @@ def build_inputs(input_details, image=None, audio=None):
         shape = tuple(int(d) for d in detail["shape_signature"][1:])
         path = given.get(name)
         if path is None:
-            value, present = np.zeros(shape, np.float32), 0.0
-        elif name == IMAGE:
+            value, present = np.zeros(shape, detail.get("dtype", np.float32)), 0.0
+        elif name == IMAGE or (name != AUDIO and len(shape) == 3):
             value, present = load_image(path, shape), 1.0
-        elif name == AUDIO:
+        elif name == AUDIO or len(shape) == 1:
             value, present = load_wav(path, shape[0]), 1.0
         else:
             raise ValueError(f"No file decoder for model input '{name}'.")
@@ -117,10 +123,10 @@ def build_inputs(input_details, image=None, audio=None):
     return inputs
 
 
-def predict(model_path, image=None, audio=None, num_threads=None):
+def predict(model_path, image=None, audio=None, num_threads=None, files=None):
     """Returns `(class_id, probabilities)` for one example given as file paths."""
     runner = signature_runner(model_path, num_threads)
-    outputs = runner(**build_inputs(runner.get_input_details(), image, audio))
+    outputs = runner(**build_inputs(runner.get_input_details(), image, audio, files))
     probabilities = np.asarray(outputs["probabilities"])[0]
     return int(np.asarray(outputs["class_id"])[0]), probabilities
 
@@ -136,6 +142,8 @@ def main(argv=None):
     parser.add_argument("--audio", help="16-bit PCM WAV file")
     parser.add_argument("--no-image", action="store_true", help="mark the image missing")
     parser.add_argument("--no-audio", action="store_true", help="mark the audio missing")
+    parser.add_argument("--file", action="append", default=[], metavar="NAME=PATH",
+                        help="the file of input NAME (e.g. front=front.png; repeatable)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     errors.add_flags(parser)
@@ -148,8 +156,14 @@ def main(argv=None):
     for m, path, off in ((IMAGE, args.image, args.no_image), (AUDIO, args.audio, args.no_audio)):
         if m in details and path is None and not off:
             parser.error(f"the model takes '{m}': give --{m} FILE or --no-{m}")
+    files = {}
+    for item in args.file:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--file takes NAME=PATH, got {item!r}")
+        files[name] = path
     try:
-        inputs = build_inputs(details, image, audio)
+        inputs = build_inputs(details, image, audio, files)
     except (ValueError, OSError, wave.Error) as e:
         print(f"error: {e}", file=sys.stderr)
         return errors.USER_ERROR_STATUS

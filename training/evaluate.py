@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from mmkeras import errors
+from mmkeras import features
 from mmkeras.data import load_split
 from mmkeras.data import make_dataset
 from mmkeras.data.sources import dataset_dir_for
@@ -61,7 +62,8 @@ def load_examples(config, split="test", max_examples=None, batch_size=256, start
     stop = start + max_examples if max_examples else n
     columns = {k: v[start:stop] for k, v in columns.items()}
     preprocessing = None
-    if model_dir is not None and {"text", "tabular"} & set(modalities):
+    if model_dir is not None and features.needs_preprocessing(
+            modalities, config.data.modality_types):
         from mmkeras.data.preprocessing import Preprocessing
 
         preprocessing = Preprocessing.load(model_dir, config.data, modalities,

@@ -186,17 +186,19 @@ def explain(model_dir, index, out=None, split="test", target="predicted", steps=
                "target": target, "probabilities": probabilities.tolist(),
                "present_modalities": present_modalities(x)}
 
-    if features.IMAGE in modalities:
-        flat = flatten_model(model)
-        saliency = image_saliency(flat, x, target)[0]
-        cam, layer = image_gradcam_plus_plus(flat, x, target)
-        image = x[features.IMAGE][0]
-        figures.append(("saliency (image)", plot_map_over_image(
-            image, saliency, f"saliency, class {target}", out / "saliency_image.png")))
-        figures.append((f"Grad-CAM++ (image, layer {layer})", plot_map_over_image(
+    images = features.of_type(modalities, features.IMAGE, config.data.modality_types)
+    flat = flatten_model(model) if images else None
+    for m in images:  # every image feature (`image`, or `front` and `back`)
+        saliency = image_saliency(flat, x, target, modality=m)[0]
+        cam, layer = image_gradcam_plus_plus(flat, x, target, modality=m)
+        image = x[m][0]
+        figures.append((f"saliency ({m})", plot_map_over_image(
+            image, saliency, f"saliency, class {target}", out / f"saliency_{m}.png")))
+        figures.append((f"Grad-CAM++ ({m}, layer {layer})", plot_map_over_image(
             image, cam[0], f"Grad-CAM++ {layer}, class {target}",
-            out / "gradcam_plus_plus_image.png")))
-        summary["gradcam_layer"] = layer
+            out / f"gradcam_plus_plus_{m}.png")))
+        summary.setdefault("gradcam_layer", layer)  # the first image feature's
+        summary.setdefault("gradcam_layers", {})[m] = layer
 
     ig = integrated_gradients(model, x, target, steps=steps)
     for m in modalities:

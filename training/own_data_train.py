@@ -14,6 +14,14 @@ printed as a table; a small YAML (`--schema`) overrides any column:
       year: categorical
     target_kind: multiclass  # binary, multiclass, multilabel (`a|b` cells), regression
 
+Each image, audio, video or text column feeds a modality (the `modality` column of the printed
+schema; `mmkeras.data.own_data.TableLayout`): a role with one column keeps the role's name
+(`image`, `text`); several columns of a role (a title and a description, a front and a back
+image) become one modality each, named after its column, with its own encoder
+(`model.<type>_encoder`'s settings, `data.modality_types` in the generated config), presence
+flag and, for text, vocabulary (`vocab_<modality>.txt`), all fused. Numeric and categorical
+columns form the one `tabular` modality.
+
 The target's kind (inferred, or `target_kind` in `--schema`) picks the head, loss and metrics
 (`model.target` in the generated config; `training/tasks/classification.py`): `binary` and
 `multiclass` (string or integer labels: softmax, accuracy), `multilabel` (cells `a|b`: a
@@ -26,7 +34,8 @@ a config is generated and trained with the experiment trainer (`training.trainer
 
     DIR/schema.json          the roles (what predict reads a new table with)
     DIR/labels.json          the label vocabulary (label names <-> ids)
-    DIR/table.json           how the columns become modalities, and the imputation values
+    DIR/table.json           how the columns become modalities (`columns`, `types`), and
+                             the imputation values
     DIR/data/manifest.csv    one row per usable table row (id `<table>:<line>`)
     DIR/data/dataset.json    the source table, its SHA-256, row counts, the split recipe
                              (a seeded stratified split when the table has no split column),
@@ -132,6 +141,7 @@ def generated_config(name, dataset_dir, layout, num_classes, image_paths, seed,
         "data_dir": str(pathlib.Path(dataset_dir).resolve()),
         "seed": seed,
         "modalities": layout.modalities,
+        "modality_types": layout.modality_types(),
         "batch_size": 32,
         "bad_input": "error",
         "empty_is_missing": True,
@@ -140,11 +150,11 @@ def generated_config(name, dataset_dir, layout, num_classes, image_paths, seed,
     }
     model = {"name": name, "modalities": layout.modalities, "num_classes": num_classes,
              "target": target, "fusion": {"type": "concat"}, "head_units": [64]}
-    if "image" in layout.media:
+    if layout.of_type("image"):
         shape, fill = image_settings(image_paths)
         data.update(image_shape=shape, image_resize="pad", image_fill=fill,
                     max_image_pixels=40_000_000)
-    if "audio" in layout.media:
+    if layout.of_type("audio"):
         data.update(audio_sample_rate=AUDIO_RATE, audio_resample=True,
                     audio_samples=AUDIO_RATE * AUDIO_SECONDS, audio_channels=None)
         model["audio_encoder"] = {"sample_rate": AUDIO_RATE, "fft_length": 512,
@@ -177,7 +187,7 @@ def prepare(args):
     fractions = _fractions(args.split_fractions)
     schema = infer_schema(args.data, target=args.target, overrides=load_overrides(args.schema))
     print(f"[schema] {args.data}:")
-    for line in format_schema(schema):
+    for line in format_schema(schema, feeds=own_data.layout_for(schema).feeds()):
         print(f"  {line}")
     model_dir = pathlib.Path(args.model_dir)
     if args.fresh and model_dir.exists():
@@ -201,13 +211,14 @@ def prepare(args):
     (model_dir / "schema.json").write_text(json.dumps(schema.to_dict(), indent=1) + "\n")
     conversion.vocab.save(model_dir)
     conversion.layout.save(model_dir)
-    image_column = conversion.layout.media.get("image")
+    image_modalities = conversion.layout.of_type("image")
     image_paths = []
-    if image_column:
+    if image_modalities:  # every image feature shares data.image_shape: sample them all
         import csv
 
         with open(model_dir / OWN_DATA_DIR / "manifest.csv", newline="", encoding="utf-8") as f:
-            image_paths = [r["image"] for r in csv.DictReader(f) if r["image"]][:20]
+            image_paths = [r[m] for r in csv.DictReader(f) for m in image_modalities
+                           if r[m]][:20]
     generated = generated_config(model_name(args.data), model_dir / OWN_DATA_DIR, conversion.layout,
                                  conversion.vocab.num_outputs, image_paths, args.seed,
                                  target=schema.target_kind)
@@ -236,7 +247,8 @@ def main(argv=None):
     print(f"[config] {model_dir / 'generated.yaml'}: modalities {config.model.modalities}, "
           + outputs.get(config.model.target, f"{config.model.num_classes} classes")
           + (f", images {config.data.image_shape} ({config.data.image_resize})"
-             if "image" in config.model.modalities else ""))
+             if "image" in config.data.modality_types.values()
+             or "image" in config.model.modalities else ""))
     if args.dry_run:
         return 0
 

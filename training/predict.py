@@ -115,7 +115,7 @@ def predict_table(model_dir, table, out, top_k=10, bad_input=None, batch_size=64
     if n == 0:
         raise errors.UserError(f"{table}: no row could be predicted ({report.problems[:3]})")
     preprocessing = None
-    if {"text", "tabular"} & set(modalities):
+    if features.needs_preprocessing(modalities, data_config.modality_types):
         preprocessing = Preprocessing.load(model_dir, data_config, modalities,
                                            text_encoder=config.model.text_encoder)
     dataset = make_dataset(columns, data_config, modalities, batch_size=batch_size,

@@ -9,6 +9,7 @@ import dataclasses
 import pathlib
 import typing
 
+from mmkeras import features
 from mmkeras.data import DataError
 from mmkeras.data import load_split
 from mmkeras.data import make_dataset
@@ -74,7 +75,7 @@ def load_data(config, model_dir=None, reuse_preprocessing=False):
             raise DataError(f"The {split} split of {dataset_dir} has no usable rows.")
     modalities = sorted(config.model.modalities)
     preprocessing = None
-    if {"text", "tabular"} & set(modalities):
+    if features.needs_preprocessing(modalities, config.data.modality_types):
         if reuse_preprocessing:
             preprocessing = Preprocessing.load(
                 model_dir, config.data, modalities, text_encoder=config.model.text_encoder

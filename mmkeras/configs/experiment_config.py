@@ -70,6 +70,11 @@ class DataConfig:
         timeseries_steps: steps per multichannel series (the `timeseries` modality, `.npy`
             files of shape `(steps, channels)`), cropped / zero-padded.
         timeseries_channels: channels of each series.
+        modality_types: `{feature: type}` of the features whose name is not their modality
+            type (`mmkeras.features.modality_type`): `{title: text, description: text,
+            front: image, back: image}` gives each column its own input, presence flag and
+            encoder (built from `model.<type>_encoder`; images share `image_shape`, texts
+            `text_*`, each text feature gets its own vocabulary). Checked when loaded.
     """
 
     dataset: str = "avmnist"
@@ -106,6 +111,7 @@ class DataConfig:
     tabular_categorical_bins: int = 32
     timeseries_steps: int = 100
     timeseries_channels: int = 6
+    modality_types: typing.Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -784,15 +790,18 @@ def check_values(config):
             value = value.lower()
         if value not in allowed:
             raise ConfigError(f"'{key}' must be one of {list(allowed)}, got {value!r}.")
+    _check_modality_types(config)
     bad_input = _get(config, "data.bad_input")
+    declared = tuple(_get(config, "data.modality_types") or ()) if _get(
+        config, "data.modality_types") is not _MISSING else ()
     if bad_input is not _MISSING:
         policies = bad_input.items() if isinstance(bad_input, dict) else [(None, bad_input)]
         for name, policy in policies:
             key = "data.bad_input" if name is None else f"data.bad_input.{name}"
-            if name is not None and name not in BAD_INPUT_KEYS + MODALITY_NAMES:
+            if name is not None and name not in BAD_INPUT_KEYS + MODALITY_NAMES + declared:
                 raise ConfigError(
-                    f"Unknown key '{key}': use a modality {list(MODALITY_NAMES)} or one of "
-                    f"{list(BAD_INPUT_KEYS)}."
+                    f"Unknown key '{key}': use a modality {list(MODALITY_NAMES + declared)} or "
+                    f"one of {list(BAD_INPUT_KEYS)}."
                 )
             if policy not in BAD_INPUT_POLICIES:
                 raise ConfigError(
@@ -801,6 +810,28 @@ def check_values(config):
                     f"got {policy!r}."
                 )
     return config
+
+
+def _check_modality_types(config):
+    """`data.modality_types` (`mmkeras.features.check_modality_types`), and every name of
+    `data.modalities` / `model.modalities` has a type."""
+    from mmkeras import features
+
+    types = _get(config, "data.modality_types")
+    if types is _MISSING:
+        return
+    error = features.check_modality_types(types)
+    if error is not None:
+        raise ConfigError(error + ".")
+    for key in ("data.modalities", "model.modalities"):
+        names = _get(config, key)
+        if names is _MISSING:
+            continue
+        for name in names:
+            if name not in types and name not in features.TYPES:
+                raise ConfigError(
+                    f"'{key}': {name!r} is no modality type {list(features.TYPES)}; declare "
+                    f"its type in data.modality_types (e.g. data.modality_types.{name}=text).")
 
 
 def parse_override(text):

@@ -60,14 +60,16 @@ def bytes_key(modality):
     return f"{modality}_bytes"
 
 
-def feature_spec(modalities, with_label=False):
-    """The `tf.io.parse_example` spec of the schema for `modalities` (and `label`)."""
+def feature_spec(modalities, with_label=False, kinds=None):
+    """The `tf.io.parse_example` spec of the schema for `modalities` (and `label`); `kinds`:
+    the types of features not named after their type (`front`: `image`)."""
     import tensorflow as tf
 
     spec = {}
     for m in sorted(modalities):
-        if m not in TEXT_MODALITIES:
-            _check_modality(m)
+        kind = features.modality_type(m, kinds)
+        if kind not in TEXT_MODALITIES:
+            _check_modality(kind)
         spec[m] = tf.io.FixedLenFeature([], tf.string, default_value="")
         spec[features.presence_key(m)] = tf.io.FixedLenFeature(
             [], tf.float32, default_value=_UNSET_PRESENCE
@@ -133,7 +135,7 @@ def _encoded(value, modality, sample_rate):
 
 def to_example(
     image=None, audio=None, label=None, *, image_present=None, audio_present=None,
-    sample_rate=8000, text=None, text_present=None,
+    sample_rate=8000, text=None, text_present=None, named=None,
 ):
     """Builds a `tf.train.Example` in the schema.
 
@@ -148,6 +150,9 @@ def to_example(
         sample_rate: sampling rate of WAVs encoded from arrays.
         text: the raw text (str or UTF-8 bytes); None leaves the text features out.
         text_present: the text's presence flag (default: 1 if `text` is non-empty, else 0).
+        named: `{feature: (type, value, present)}` of features not named after their type
+            (`{"front": ("image", "front.png", 1.0), "title": ("text", "hat", None)}`),
+            written like `image` / `audio` / `text` under their own names.
 
     Returns:
         A `tf.train.Example` (call `.SerializeToString()` for the wire form).
@@ -156,24 +161,24 @@ def to_example(
     from tensorflow.core.example import feature_pb2
 
     feature = {}
-    given = {features.IMAGE: (image, image_present), features.AUDIO: (audio, audio_present)}
-    for m, (value, present) in given.items():
-        if value is not None:
-            feature[m] = feature_pb2.Feature(
-                bytes_list=feature_pb2.BytesList(value=[_encoded(value, m, sample_rate)])
-            )
-        flag = float(present) if present is not None else float(value is not None)
-        feature[features.presence_key(m)] = feature_pb2.Feature(
-            float_list=feature_pb2.FloatList(value=[flag])
-        )
+    given = {features.IMAGE: (features.IMAGE, image, image_present),
+             features.AUDIO: (features.AUDIO, audio, audio_present)}
     if text is not None or text_present is not None:  # Left out entirely when not given.
-        if text is not None:
-            raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-            feature[features.TEXT] = feature_pb2.Feature(
-                bytes_list=feature_pb2.BytesList(value=[raw])
-            )
-        flag = float(text_present) if text_present is not None else float(bool(text))
-        feature[features.presence_key(features.TEXT)] = feature_pb2.Feature(
+        given[features.TEXT] = (features.TEXT, text, text_present)
+    given.update(named or {})
+    for m, (kind, value, present) in given.items():
+        if kind in TEXT_MODALITIES:
+            if value is not None:
+                raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+                feature[m] = feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[raw]))
+            flag = float(present) if present is not None else float(bool(value))
+        else:
+            _check_modality(kind)
+            if value is not None:
+                feature[m] = feature_pb2.Feature(bytes_list=feature_pb2.BytesList(
+                    value=[_encoded(value, kind, sample_rate)]))
+            flag = float(present) if present is not None else float(value is not None)
+        feature[features.presence_key(m)] = feature_pb2.Feature(
             float_list=feature_pb2.FloatList(value=[flag])
         )
     if label is not None:
@@ -256,7 +261,7 @@ def decode_wav_bytes(encoded, present, num_samples, sample_rate=None, wav_rate="
 
 
 def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="resample",
-                 image_resize=None, image_fill=0.0):
+                 image_resize=None, image_fill=0.0, kinds=None):
     """Decodes a batch of encoded modalities into model inputs.
 
     Args:
@@ -267,6 +272,8 @@ def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="res
             gets (`decode_wav_bytes`); None: the rate is not checked.
         image_resize, image_fill: how an image of another size is fitted (`data.image_resize`,
             `data.image_fill`; None: images must already have the model's shape).
+        kinds: `{modality: type}` of modalities not named after their type (`front`:
+            `image`; `features.modality_type`).
 
     Returns:
         `{modality: float32 [batch, *shape], "<modality>_present": float32 [batch]}`.
@@ -276,13 +283,14 @@ def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="res
     inputs = {}
     for m in sorted(shapes):
         flags = tf.cast(present[m], tf.float32)
-        if m in TEXT_MODALITIES:  # Raw strings pass through; a missing text is "".
+        kind = features.modality_type(m, kinds)
+        if kind in TEXT_MODALITIES:  # Raw strings pass through; a missing text is "".
             inputs[m] = tf.where(flags > 0, encoded[m], "")
             inputs[features.presence_key(m)] = flags
             continue
-        _check_modality(m)
+        _check_modality(kind)
         shape = tuple(int(d) for d in shapes[m])
-        if m == features.IMAGE:
+        if kind == features.IMAGE:
             def decode(args, shape=shape):
                 return decode_image_bytes(args[0], args[1], shape, image_resize, image_fill)
         else:
@@ -298,11 +306,12 @@ def decode_batch(encoded, present, shapes, audio_sample_rate=None, wav_rate="res
 
 
 def parse_examples(serialized, shapes, with_label=False, audio_sample_rate=None,
-                   wav_rate="resample", image_resize=None, image_fill=0.0):
+                   wav_rate="resample", image_resize=None, image_fill=0.0, kinds=None):
     """Serialized Examples `[batch]` -> model inputs (see `decode_batch`) [and `label`]."""
     import tensorflow as tf
 
-    parsed = tf.io.parse_example(serialized, feature_spec(shapes, with_label=with_label))
+    parsed = tf.io.parse_example(serialized, feature_spec(shapes, with_label=with_label,
+                                                          kinds=kinds))
     encoded, present = {}, {}
     for m in shapes:
         encoded[m] = parsed[m]
@@ -310,7 +319,7 @@ def parse_examples(serialized, shapes, with_label=False, audio_sample_rate=None,
         inferred = tf.cast(tf.strings.length(parsed[m]) > 0, tf.float32)
         present[m] = tf.where(flag < 0, inferred, flag)
     inputs = decode_batch(encoded, present, shapes, audio_sample_rate, wav_rate, image_resize,
-                          image_fill)
+                          image_fill, kinds=kinds)
     if with_label:
         inputs[LABEL] = parsed[LABEL]
     return inputs

@@ -283,10 +283,13 @@ def parse_number(value):
 # Reading.
 
 
-def _policy_for(bad_input, modality):
-    policy = bad_input.get(modality, bad_input.get("default", "error")) if isinstance(
-        bad_input, dict
-    ) else bad_input
+def _policy_for(bad_input, modality, kind=None):
+    """The policy of `modality`: its own key, else its type's (`image` for `front`), else
+    `default`."""
+    if isinstance(bad_input, dict):
+        policy = bad_input.get(modality, bad_input.get(kind, bad_input.get("default", "error")))
+    else:
+        policy = bad_input
     if policy not in POLICIES:
         raise ValueError(f"Unknown bad_input policy '{policy}' for '{modality}'; use {POLICIES}.")
     return policy
@@ -357,7 +360,7 @@ def find_manifest(dataset_dir):
 def read_manifest(
     manifest_path, split, modalities, num_classes, bad_input="error", max_examples=None,
     checkers=None, numeric_columns=(), categorical_columns=(), empty_is_missing=False,
-    target="multiclass",
+    target="multiclass", modality_types=None,
 ):
     """Reads the rows of one split and checks them.
 
@@ -368,8 +371,9 @@ def read_manifest(
             columns; `text`: a text column; `tabular`: the columns below).
         num_classes: labels must lie in `[0, num_classes)`.
         bad_input: a policy (`error`, `skip`, `mask`) or a dict modality -> policy (`label`,
-            `split` and `default` keys allowed). Rows whose split is unknown are counted in
-            `report.unknown_split` by every split's read.
+            `split` and `default` keys allowed; a type, `image`, also covers the features of
+            that type, `front` and `back`, that have no key of their own). Rows whose split
+            is unknown are counted in `report.unknown_split` by every split's read.
         max_examples: keep only the first N rows of the split.
         checkers: dict modality -> function(path) -> None or a reason (default: `CHECKERS`).
         numeric_columns: the numeric columns of the `tabular` modality.
@@ -378,6 +382,9 @@ def read_manifest(
         empty_is_missing: an empty file or text cell is a missing modality (presence 0,
             counted in `report.missing`), not bad input.
         target: the label's kind (`model.target`, see `parse_label`).
+        modality_types: `{feature: type}` of features not named after their type
+            (`data.modality_types`: two image columns `front` and `back` are both checked as
+            images).
 
     Returns:
         `(columns, report)`: `columns` maps `id`, `label`, each modality and
@@ -400,9 +407,10 @@ def read_manifest(
     if not manifest_path.is_file():
         raise DataError(f"Manifest not found: {manifest_path}")
     names, rows = _rows(manifest_path)
+    kinds = {m: _modality_type(m, modality_types) for m in modalities}
     required = ["id", "split", "label"]
     for m in modalities:
-        if m == "tabular":
+        if kinds[m] == "tabular":
             if not numeric_columns and not categorical_columns:
                 raise DataError(
                     "The tabular modality needs data.tabular_numeric and/or "
@@ -439,19 +447,20 @@ def read_manifest(
             continue
         keep, values = True, {}
         for m in modalities:
-            if empty_is_missing and m != "tabular" and not str(row.get(m) or "").strip():
+            if empty_is_missing and kinds[m] != "tabular" and not str(row.get(m) or "").strip():
                 empty[m] += 1
-                values.update(_empty_value(m, len(numeric_columns), len(categorical_columns)))
+                values.update(_empty_value(m, kinds[m], len(numeric_columns),
+                                           len(categorical_columns)))
                 values[f"{m}_present"] = 0.0
                 continue
-            value, reason = _check_value(m, row, root, checkers, numeric_columns,
+            value, reason = _check_value(m, kinds[m], row, root, checkers, numeric_columns,
                                          categorical_columns)
             if reason is None:
                 values.update(value)
                 values[f"{m}_present"] = 1.0
                 continue
             problem = f"{where}: {reason}"
-            policy = _policy_for(bad_input, m)
+            policy = _policy_for(bad_input, m, kinds[m])
             if policy == "error":
                 raise DataError(problem)
             report.problems.append(problem)
@@ -459,7 +468,8 @@ def read_manifest(
                 keep = False
                 break
             masked[m] += 1
-            values.update(_empty_value(m, len(numeric_columns), len(categorical_columns)))
+            values.update(_empty_value(m, kinds[m], len(numeric_columns),
+                                       len(categorical_columns)))
             values[f"{m}_present"] = 0.0
         if not keep:
             report.skipped += 1
@@ -479,7 +489,7 @@ def read_manifest(
         arrays["label"] = arrays["label"].reshape(
             report.rows_kept, num_classes if target == "multilabel" else 1)
     for m in modalities:
-        if m == "tabular":
+        if kinds[m] == "tabular":
             arrays[m] = np.array(columns[m], dtype=np.float32).reshape(
                 report.rows_kept, len(numeric_columns))
             arrays["tabular_categories"] = np.array(columns["tabular_categories"], dtype=str)
@@ -504,18 +514,28 @@ def _once(check):
     return cached
 
 
-def _empty_value(modality, num_numeric, num_categorical):
-    if modality == "tabular":
+def _modality_type(name, types):
+    from mmkeras import features
+
+    try:
+        return features.modality_type(name, types)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+
+
+def _empty_value(modality, kind, num_numeric, num_categorical):
+    if kind == "tabular":
         return {"tabular": [0.0] * num_numeric, "tabular_categories": [""] * num_categorical}
     return {modality: ""}
 
 
-def _check_value(modality, row, root, checkers, numeric_columns, categorical_columns):
-    """`({column: value}, None)` or `(None, reason)` for one modality of one row."""
-    if modality == "text":
-        reason = check_text(row.get("text"))
-        return ({"text": str(row.get("text"))}, None) if reason is None else (None, reason)
-    if modality == "tabular":
+def _check_value(modality, kind, row, root, checkers, numeric_columns, categorical_columns):
+    """`({column: value}, None)` or `(None, reason)` for one modality (of type `kind`) of one
+    row."""
+    if kind == "text":
+        reason = check_text(row.get(modality))
+        return ({modality: str(row.get(modality))}, None) if reason is None else (None, reason)
+    if kind == "tabular":
         numbers = []
         for column in numeric_columns:
             number, reason = parse_number(row.get(column))
@@ -524,11 +544,12 @@ def _check_value(modality, row, root, checkers, numeric_columns, categorical_col
             numbers.append(number)
         categories = ["" if row.get(c) is None else str(row.get(c)) for c in categorical_columns]
         return {"tabular": numbers, "tabular_categories": categories}, None
-    if modality not in checkers:
+    if kind not in checkers:
         raise DataError(f"No check for modality '{modality}'; known: {sorted(checkers)}, text, tabular.")
     value = row.get(modality)
     path = root / str(value) if value else None
-    reason = "empty path" if path is None else checkers[modality](path)
+    reason = "empty path" if path is None else checkers[kind](path)
     if reason is None:
         return {modality: str(path)}, None
-    return None, f"{modality} file {path}: {reason}"
+    where = modality if modality == kind else f"{modality} ({kind})"
+    return None, f"{where} file {path}: {reason}"

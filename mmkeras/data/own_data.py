@@ -6,8 +6,8 @@
     manifest.csv   id (`<table>:<line>`), split, label (an id of `labels.json`; for a
                    multi-label target a JSON multi-hot list over `labels.json`, for a
                    regression target the number), one column
-                   per modality: `image` / `audio` / `video` (absolute paths, "" if the cell
-                   is empty), `text`, and the tabular columns (imputed numbers, categories,
+                   per modality: image / audio / video ones (absolute paths, "" if the cell
+                   is empty), text ones, and the tabular columns (imputed numbers, categories,
                    `<column>_missing` indicators)
     dataset.json   the source table, its SHA-256, row counts, the split recipe, what every
                    modality is made of, the imputation values, the problems found
@@ -16,9 +16,11 @@ How the columns of a role become the model's modalities (`TableLayout`):
 
 | role | modality | |
 |---|---|---|
-| `image`, `audio`, `video` | the same name | one column each (a second column of a role must be set to `ignore` in the schema for now) |
-| `text` | `text` | several text columns are joined, each cell prefixed by its column name |
-| `numeric`, `categorical` | `tabular` | numbers imputed with the training mean, categories with the most frequent training value, plus a 0/1 `<column>_missing` number per column that had empty cells in training |
+| `image`, `audio`, `video`, `text` | one column: the role's name (`image`, `text`, ...); several columns: one modality per column, named after it | each modality has its own input, presence flag and encoder; the column name is made a valid input name (lower case, `[a-z0-9_]`; `col_` in front of a name that is reserved or taken), and its type is recorded (`types`, the config's `data.modality_types`) |
+| `numeric`, `categorical` | `tabular` (one modality for all of them) | numbers imputed with the training mean, categories with the most frequent training value, plus a 0/1 `<column>_missing` number per column that had empty cells in training |
+
+An empty cell marks only its own modality missing: a row with a title and no description has
+`description_present = 0` and `title_present = 1`.
 
 Rows without a split column get a seeded stratified train / validation / test split (recorded
 in `dataset.json`; a multi-label row is stratified by its rarest label, a regression table is
@@ -37,6 +39,9 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import re
+
+from mmkeras import features
 
 from mmkeras.data.manifest import DataError
 from mmkeras.data.schema import read_table_lines
@@ -49,6 +54,7 @@ from mmkeras.model_dir import OWN_TABLE_FILE
 
 LAYOUT_FILE = OWN_TABLE_FILE  # in the model directory
 MEDIA_MODALITIES = ("image", "audio", "video")
+FEATURE_ROLES = MEDIA_MODALITIES + ("text",)  # one modality per column (or the role's name)
 RESERVED_COLUMNS = ("id", "split", "label", "image", "audio", "video", "text", "tabular",
                     "timeseries", "tabular_categories")
 MISSING_SUFFIX = "_missing"
@@ -60,8 +66,8 @@ class TableLayout:
     """How the columns of a table become the model's modalities (saved as `table.json`).
 
     Attributes:
-        media: `{modality: column}` for `image`, `audio`, `video`.
-        text: the text columns, joined in this order.
+        media: `{modality: column}` of the image, audio and video modalities.
+        text: the text columns, in table order.
         numeric: the numeric columns (manifest column names in `manifest_names`).
         categorical: the categorical columns.
         indicators: numeric and categorical columns that get a `<column>_missing` number.
@@ -69,6 +75,10 @@ class TableLayout:
         most_frequent: the most frequent training value of each categorical column.
         manifest_names: `{table column: manifest column}` of the tabular columns (renamed
             when the name is one the manifest reserves).
+        columns: `{modality: [columns]}` of the media and text modalities (one column each;
+            a `table.json` written before several columns per role has its text columns
+            joined into `text`).
+        types: `{modality: type}` of those modalities (`image`, `audio`, `video`, `text`).
     """
 
     media: dict = dataclasses.field(default_factory=dict)
@@ -79,15 +89,29 @@ class TableLayout:
     means: dict = dataclasses.field(default_factory=dict)
     most_frequent: dict = dataclasses.field(default_factory=dict)
     manifest_names: dict = dataclasses.field(default_factory=dict)
+    columns: dict = dataclasses.field(default_factory=dict)
+    types: dict = dataclasses.field(default_factory=dict)
 
     @property
     def modalities(self):
-        out = sorted(self.media)
-        if self.text:
-            out.append("text")
+        out = list(self.columns)
         if self.numeric or self.categorical:
-            out.append("tabular")
+            out.append(features.TABULAR)
         return sorted(out)
+
+    def modality_types(self):
+        """`data.modality_types`: the types of the modalities not named after their type."""
+        return {m: t for m, t in sorted(self.types.items()) if m != t}
+
+    def of_type(self, kind):
+        """The modalities of type `kind`, sorted."""
+        return sorted(m for m, t in self.types.items() if t == kind)
+
+    def feeds(self):
+        """`{table column: the modality it feeds}`."""
+        out = {c: m for m, columns in self.columns.items() for c in columns}
+        out.update({c: features.TABULAR for c in self.numeric + self.categorical})
+        return out
 
     def tabular_numeric(self):
         """The manifest's numeric columns: the numbers, then the missing indicators."""
@@ -102,6 +126,12 @@ class TableLayout:
 
     @classmethod
     def from_dict(cls, d):
+        d = dict(d)
+        if "columns" not in d:  # written before several columns per role: names = types
+            d["columns"] = {m: [c] for m, c in d.get("media", {}).items()}
+            if d.get("text"):
+                d["columns"]["text"] = list(d["text"])
+            d["types"] = {m: m for m in d["columns"]}
         return cls(**d)
 
     def save(self, directory):
@@ -114,26 +144,53 @@ class TableLayout:
         return cls.from_dict(json.loads((pathlib.Path(directory) / LAYOUT_FILE).read_text()))
 
 
+def feature_name(column, taken):
+    """A modality name for table column `column`: lower case, `[a-z0-9_]`, starting with a
+    letter; `col_` in front when it is a modality type, a reserved name, ends like a derived
+    input (`_present`, `_bytes`, `_encoder`, `_missing`) or is `taken`; then `_2`, `_3`, ...
+    until it is free."""
+    name = re.sub(r"[^a-z0-9_]+", "_", str(column).lower()).strip("_")
+    reserved = set(RESERVED_COLUMNS) | set(features.TYPES) | set(features.RESERVED_NAMES)
+    if (not name or not name[0].isalpha() or name in reserved or name in taken
+            or name.endswith((features.PRESENT_SUFFIX, "_bytes", "_encoder", MISSING_SUFFIX))):
+        name = f"col_{name}".rstrip("_")
+    candidate, i = name, 2
+    while candidate in taken or candidate in reserved:
+        candidate, i = f"{name}_{i}", i + 1
+    return candidate
+
+
 def layout_for(schema):
-    """The `TableLayout` of a schema (before the imputation values are fitted)."""
+    """The `TableLayout` of a schema (before the imputation values are fitted).
+
+    A role with one column keeps the role's name as its modality (`image`, `text`), so a
+    table with one column per role gives the modalities it always did; a role with several
+    columns gives one modality per column (`feature_name`)."""
     layout = TableLayout()
+    by_role = collections.defaultdict(list)
     for name, role in schema.features().items():
-        if role in MEDIA_MODALITIES:
-            if role in layout.media:
-                raise DataError(
-                    f"{schema.source}: columns {layout.media[role]!r} and {name!r} are both "
-                    f"{role}; one {role} column per table is supported for now: set the other "
-                    "to 'ignore' in --schema"
-                )
-            layout.media[role] = name
-        elif role == "text":
-            layout.text.append(name)
+        if role in FEATURE_ROLES:
+            by_role[role].append(name)
         elif role == "numeric":
             layout.numeric.append(name)
         elif role == "categorical":
             layout.categorical.append(name)
     for name in layout.numeric + layout.categorical:
         layout.manifest_names[name] = f"col_{name}" if name in RESERVED_COLUMNS else name
+    taken = set(layout.manifest_names.values())
+    taken |= {m + MISSING_SUFFIX for m in layout.manifest_names.values()}
+    for role in FEATURE_ROLES:
+        columns = by_role.get(role, [])
+        for column in columns:
+            modality = role if len(columns) == 1 else feature_name(column, taken)
+            taken.add(modality)
+            layout.columns[modality] = [column]
+            layout.types[modality] = role
+            if role == "text":
+                layout.text.append(column)
+            else:
+                layout.media[modality] = column
+    layout.columns = dict(sorted(layout.columns.items()))
     return layout
 
 
@@ -184,7 +241,8 @@ def _cell_text(cell):
 def _read_rows(path, header, rows, schema, layout, vocab, bad_input, problems, labelled):
     """One dict per usable row of `rows` (line, label, split, features before imputation);
     bad rows are counted in `problems`."""
-    needed = list(layout.media.values()) + layout.text + layout.numeric + layout.categorical
+    needed = ([c for columns in layout.columns.values() for c in columns]
+              + layout.numeric + layout.categorical)
     absent = [c for c in needed if c not in header]
     if absent:
         raise DataError(f"{path}: missing columns {absent} (the model was trained on "
@@ -216,15 +274,17 @@ def _read_rows(path, header, rows, schema, layout, vocab, bad_input, problems, l
                     "(or val, dev, test, ...)", _policy(bad_input, "split"))
                 continue
             record["split"] = split
-        for modality, column in layout.media.items():
-            cell = _cell_text(row[column]).strip()
-            record[modality] = str(resolve_path(path.parent, cell).resolve()) if cell else ""
-        texts = [(c, _cell_text(row[c]).strip()) for c in layout.text]
-        texts = [(c, t) for c, t in texts if t]
-        if len(layout.text) == 1:
-            record["text"] = texts[0][1] if texts else ""
-        else:
-            record["text"] = " ".join(f"{c}: {t}." for c, t in texts)
+        for modality, columns in layout.columns.items():
+            if layout.types[modality] != "text":
+                cell = _cell_text(row[columns[0]]).strip()
+                record[modality] = str(resolve_path(path.parent, cell).resolve()) if cell else ""
+                continue
+            texts = [(c, _cell_text(row[c]).strip()) for c in columns]
+            texts = [(c, t) for c, t in texts if t]
+            if len(columns) == 1:
+                record[modality] = texts[0][1] if texts else ""
+            else:  # a model trained before one modality per text column: joined
+                record[modality] = " ".join(f"{c}: {t}." for c, t in texts)
         keep = True
         for column in layout.numeric:
             cell = _cell_text(row[column]).strip()
@@ -289,10 +349,8 @@ def _manifest_rows(layout, records, imputed):
         row = {"id": r["id"], "source_id": r["source_id"], "split": r["split"],
                "label": json.dumps(r["label"]) if isinstance(r.get("label"), list)
                else r.get("label", 0)}
-        for modality in layout.media:
+        for modality in layout.columns:
             row[modality] = r[modality]
-        if layout.text:
-            row["text"] = r["text"]
         for column in layout.numeric:
             value = r[("num", column)]
             if value is None:
@@ -313,8 +371,7 @@ def _manifest_rows(layout, records, imputed):
 
 
 def _write_manifest(path, layout, records, imputed):
-    fields = ["id", "source_id", "split", "label", *sorted(layout.media)]
-    fields += ["text"] if layout.text else []
+    fields = ["id", "source_id", "split", "label", *sorted(layout.columns)]
     fields += [layout.manifest_names[c] for c in layout.numeric + layout.categorical]
     fields += [layout.manifest_names[c] + MISSING_SUFFIX for c in layout.indicators]
     tmp = path.with_name(f".{path.name}.tmp")

@@ -212,28 +212,35 @@ def load_split(dataset_dir, split, data_config, modalities, num_classes, target=
         categorical_columns=data_config.tabular_categorical,
         empty_is_missing=data_config.empty_is_missing,
         target=target,
+        modality_types=getattr(data_config, "modality_types", None),
     )
 
 
 def decode_row(row, data_config, modalities):
-    """Decodes one manifest row (a dict of tensors) into model features (before preprocessing)."""
+    """Decodes one manifest row (a dict of tensors) into model features (before preprocessing).
+
+    Each feature is decoded by its type (`features.modality_type` with
+    `data_config.modality_types`): two image features `front` and `back` both decode as images.
+    """
     c = data_config
+    types = getattr(c, "modality_types", None)
     x = {}
     for m in modalities:
         present = row[features.presence_key(m)]
-        if m == features.IMAGE:
+        kind = features.modality_type(m, types)
+        if kind == features.IMAGE:
             x[m] = decode_image(row[m], present, c.image_shape, c.image_resize, c.image_fill)
-        elif m == features.AUDIO:
+        elif kind == features.AUDIO:
             x[m] = decode_audio(
                 row[m], present, c.audio_samples, c.audio_sample_rate, c.audio_resample
             )
-        elif m == features.VIDEO:
+        elif kind == features.VIDEO:
             x[m] = decode_video(row[m], present, c.video_frames, c.video_shape)
-        elif m == features.TIMESERIES:
+        elif kind == features.TIMESERIES:
             x[m] = decode_timeseries(row[m], present, c.timeseries_steps, c.timeseries_channels)
-        elif m == features.TEXT:
+        elif kind == features.TEXT:
             x[m] = tf.where(present > 0, row[m], "")
-        elif m == features.TABULAR:
+        elif kind == features.TABULAR:
             x[m] = row[m]
             x["tabular_categories"] = row["tabular_categories"]
         else:
@@ -262,10 +269,12 @@ def make_dataset(
         threads: size of a private tf.data thread pool (None: the shared default pool).
     """
     batch_size = batch_size or data_config.batch_size
-    needs = sorted({features.TEXT, features.TABULAR} & set(modalities))
+    types = getattr(data_config, "modality_types", None)
+    needs = [m for m in modalities
+             if features.modality_type(m, types) in (features.TEXT, features.TABULAR)]
     if needs and preprocessing is None:
         raise ValueError(
-            f"Modalities {needs} need a fitted Preprocessing (Preprocessing.fit on the "
+            f"Modalities {sorted(needs)} need a fitted Preprocessing (Preprocessing.fit on the "
             "training split's columns): pass preprocessing=..."
         )
     tensors = {"label": columns["label"]}

@@ -359,16 +359,22 @@ def infer_schema(path, target=None, overrides=None, max_categories=50, check_fil
     return schema
 
 
-def format_schema(schema):
-    """The schema as a table of text lines (column, role, missing, distinct, why)."""
-    rows = [("column", "role", "missing", "distinct", "why")]
+def format_schema(schema, feeds=None):
+    """The schema as a table of text lines (column, role, missing, distinct, why); with
+    `feeds` (`{column: modality}`, `TableLayout.feeds`) a `modality` column after the role
+    says which model input each feature column feeds ("-" for the others)."""
+    head = ("column", "role") + (("modality",) if feeds is not None else ()) + (
+        "missing", "distinct", "why")
+    rows = [head]
     for c in schema.columns:
         role = f"target ({schema.target_kind})" if c.role == "target" else c.role
-        rows.append((c.name, role, str(c.missing), str(c.distinct), c.reason))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        fed = ((feeds.get(c.name, "-"),) if feeds is not None else ())
+        rows.append((c.name, role, *fed, str(c.missing), str(c.distinct), c.reason))
+    n = len(head) - 1
+    widths = [max(len(r[i]) for r in rows) for i in range(n)]
     lines = []
     for i, r in enumerate(rows):
-        lines.append("  ".join(v.ljust(w) for v, w in zip(r[:4], widths)) + "  " + r[4])
+        lines.append("  ".join(v.ljust(w) for v, w in zip(r[:n], widths)) + "  " + r[n])
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 3)
     return lines

@@ -17,6 +17,12 @@ from mmkeras import features
 VOCAB_FILE = "vocab.txt"
 
 
+def vocab_file(feature=features.TEXT):
+    """The vocabulary file of text feature `feature`: `vocab.txt` for `text`, else
+    `vocab_<feature>.txt` (each text feature has its own vocabulary)."""
+    return VOCAB_FILE if feature == features.TEXT else f"vocab_{feature}.txt"
+
+
 def make_vectorizer(max_tokens, sequence_length, vocabulary=None, name="text_vectorizer"):
     """A `TextVectorization` (lower-case, strip punctuation, split on whitespace, int ids)."""
     return keras.layers.TextVectorization(
@@ -28,12 +34,13 @@ def make_vectorizer(max_tokens, sequence_length, vocabulary=None, name="text_vec
     )
 
 
-def adapt_vectorizer(texts, max_tokens, sequence_length):
+def adapt_vectorizer(texts, max_tokens, sequence_length, feature=features.TEXT):
     """A vectorizer adapted on `texts` (the training split; empty / masked texts left out)."""
     texts = [t for t in np.asarray(texts, dtype=str).tolist() if t.strip()]
     if not texts:
-        raise ValueError("No non-empty training texts to build a vocabulary from.")
-    vectorizer = make_vectorizer(max_tokens, sequence_length)
+        raise ValueError(f"No non-empty training texts in '{feature}' to build a vocabulary "
+                         "from.")
+    vectorizer = make_vectorizer(max_tokens, sequence_length, name=_vectorizer_name(feature))
     vectorizer.adapt(np.array(texts, dtype=object))
     return vectorizer
 
@@ -43,9 +50,10 @@ def vocabulary(vectorizer):
     return [str(t) for t in vectorizer.get_vocabulary(include_special_tokens=False)]
 
 
-def save_vocabulary(vectorizer, directory):
-    """Writes `directory/vocab.txt`, one token a line (atomically); returns its path."""
-    path = pathlib.Path(directory) / VOCAB_FILE
+def save_vocabulary(vectorizer, directory, feature=features.TEXT):
+    """Writes `directory/vocab.txt` (`vocab_file(feature)`), one token a line (atomically);
+    returns its path."""
+    path = pathlib.Path(directory) / vocab_file(feature)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for token in vocabulary(vectorizer):
@@ -54,14 +62,20 @@ def save_vocabulary(vectorizer, directory):
     return path
 
 
-def load_vectorizer(directory, max_tokens, sequence_length):
-    """The vectorizer whose vocabulary is `directory/vocab.txt` (or the file itself)."""
+def load_vectorizer(directory, max_tokens, sequence_length, feature=features.TEXT):
+    """The vectorizer whose vocabulary is `directory/vocab.txt` (`vocab_file(feature)`; or
+    the file itself)."""
     path = pathlib.Path(directory)
     if path.is_dir():
-        path = path / VOCAB_FILE
+        path = path / vocab_file(feature)
     with open(path, encoding="utf-8") as f:
         tokens = [line.rstrip("\n") for line in f]
-    return make_vectorizer(max_tokens, sequence_length, vocabulary=tokens)
+    return make_vectorizer(max_tokens, sequence_length, vocabulary=tokens,
+                           name=_vectorizer_name(feature))
+
+
+def _vectorizer_name(feature):
+    return "text_vectorizer" if feature == features.TEXT else f"{feature}_vectorizer"
 
 
 def string_input_model(vectorizer, model, text_key=features.TEXT, name=None):

@@ -18,15 +18,16 @@ from mmkeras.data import example_schema
 SUPPORTED = (*example_schema.ENCODED_MODALITIES, *example_schema.TEXT_MODALITIES)
 
 
-def _check(modalities):
-    unsupported = sorted(set(modalities) - set(SUPPORTED))
+def _check(modalities, kinds=None):
+    unsupported = sorted(m for m in modalities
+                         if features.modality_type(m, kinds) not in SUPPORTED)
     if unsupported:
         raise ValueError(
             f"The Example schema has no form for {unsupported}; supported: {list(SUPPORTED)}."
         )
 
 
-def write_tfrecords(columns, path, modalities, num_shards=1, sample_rate=8000):
+def write_tfrecords(columns, path, modalities, num_shards=1, sample_rate=8000, kinds=None):
     """Writes manifest columns (the first result of `load_split`) as TFRecord shard files.
 
     Args:
@@ -35,11 +36,12 @@ def write_tfrecords(columns, path, modalities, num_shards=1, sample_rate=8000):
         modalities: the modalities to store (`image`, `audio`, `text`).
         num_shards: rows go to shard `i % num_shards`.
         sample_rate: used only for waveforms given as arrays (files are stored as they are).
+        kinds: the types of features not named after their type (`data.modality_types`).
 
     Returns:
         The list of files written.
     """
-    _check(modalities)
+    _check(modalities, kinds)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = [path] if num_shards == 1 else [
@@ -49,16 +51,17 @@ def write_tfrecords(columns, path, modalities, num_shards=1, sample_rate=8000):
     writers = [tf.io.TFRecordWriter(str(n)) for n in tmp_names]
     try:
         for i in range(len(columns["label"])):
-            kwargs = {"label": int(columns["label"][i]), "sample_rate": sample_rate}
+            named = {}
             for m in modalities:
                 present = float(columns[features.presence_key(m)][i])
                 value = str(columns[m][i])
-                if m == features.TEXT:
-                    kwargs["text"] = value if present else ""
+                kind = features.modality_type(m, kinds)
+                if kind == features.TEXT:
+                    named[m] = (kind, value if present else "", present)
                 else:
-                    kwargs[m] = value if (present and value) else None
-                kwargs[f"{m}_present"] = present
-            example = example_schema.to_example(**kwargs)
+                    named[m] = (kind, value if (present and value) else None, present)
+            example = example_schema.to_example(
+                label=int(columns["label"][i]), sample_rate=sample_rate, named=named)
             writers[i % num_shards].write(example.SerializeToString())
     finally:
         for w in writers:
@@ -75,7 +78,8 @@ def read_tfrecords(files, data_config, modalities, training=False, batch_size=No
     Shards by file first when an `input_context` is given (one file per input pipeline, if
     there are enough files), else by record.
     """
-    _check(modalities)
+    kinds = getattr(data_config, "modality_types", None)
+    _check(modalities, kinds)
     files = [str(f) for f in files]
     batch_size = batch_size or data_config.batch_size
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -91,9 +95,10 @@ def read_tfrecords(files, data_config, modalities, training=False, batch_size=No
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     shapes = {}
     for m in modalities:
-        if m == features.IMAGE:
+        kind = features.modality_type(m, kinds)
+        if kind == features.IMAGE:
             shapes[m] = tuple(data_config.image_shape)
-        elif m == features.AUDIO:
+        elif kind == features.AUDIO:
             shapes[m] = (data_config.audio_samples,)
         else:
             shapes[m] = ()
@@ -104,7 +109,7 @@ def read_tfrecords(files, data_config, modalities, training=False, batch_size=No
     ds = ds.batch(batch_size)
 
     def parse(serialized):
-        x = example_schema.parse_examples(serialized, shapes, with_label=True)
+        x = example_schema.parse_examples(serialized, shapes, with_label=True, kinds=kinds)
         y = x.pop(features.LABEL)
         if preprocessing is not None:
             x = preprocessing.apply(x)

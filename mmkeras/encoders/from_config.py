@@ -27,14 +27,22 @@ def _hub_args(c):
 
 
 def encoder_from_config(modality, model_config, data_config=None, return_sequence=False):
-    """Builds the encoder of `modality` from `model_config.<modality>_encoder` and the data
-    shapes in `data_config` (defaults of `DataConfig` when None)."""
+    """Builds the encoder of feature `modality` from `model_config.<type>_encoder` and the
+    data shapes in `data_config` (defaults of `DataConfig` when None).
+
+    The type is `features.modality_type(modality, data_config.modality_types)`: a feature
+    named after its type (`image`) is that type; `title` declared `text` gets a text encoder
+    with the settings of `model.text_encoder` and weights of its own. The encoder takes the
+    input `modality` and is named `<modality>_encoder` (its layers are scoped inside it), so
+    two encoders of one type never clash.
+    """
     if data_config is None:
         from mmkeras.configs import DataConfig
 
         data_config = DataConfig()
-    seq = dict(return_sequence=return_sequence)
-    if modality == features.IMAGE:
+    kind = features.modality_type(modality, getattr(data_config, "modality_types", None))
+    seq = dict(return_sequence=return_sequence, input_name=modality, name=f"{modality}_encoder")
+    if kind == features.IMAGE:
         c = model_config.image_encoder
         shape = tuple(data_config.image_shape)
         if c.type == "cnn":
@@ -53,7 +61,7 @@ def encoder_from_config(modality, model_config, data_config=None, return_sequenc
         raise ValueError(
             f"Unknown image encoder type {c.type!r}: use cnn, resnet, application or keras_hub."
         )
-    if modality == features.AUDIO:
+    if kind == features.AUDIO:
         c = model_config.audio_encoder
         spec_augment = None
         if c.freq_masks or c.time_masks:
@@ -74,7 +82,7 @@ def encoder_from_config(modality, model_config, data_config=None, return_sequenc
             silence_padding=int(round(c.augment_silence * c.sample_rate)),
             speed=c.augment_speed, **seq,
         )
-    if modality == features.TEXT:
+    if kind == features.TEXT:
         c = model_config.text_encoder
         if c.type == "keras_hub":
             return keras_hub_text_encoder(
@@ -85,20 +93,20 @@ def encoder_from_config(modality, model_config, data_config=None, return_sequenc
             token_dim=c.token_dim, units=c.units, num_layers=c.num_layers,
             num_heads=c.num_heads, embedding_dim=c.embedding_dim, dropout=c.dropout, **seq,
         )
-    if modality == features.VIDEO:
+    if kind == features.VIDEO:
         c = model_config.video_encoder
         shape = (data_config.video_frames, *data_config.video_shape)
         return video_encoder(shape, c.type, c.filters, c.units, c.embedding_dim, c.dropout, **seq)
-    if modality == features.TABULAR:
+    if kind == features.TABULAR:
         if return_sequence:
             raise ValueError("The tabular encoder has no token sequence.")
         c = model_config.tabular_encoder
         return tabular_encoder(
             len(data_config.tabular_numeric), len(data_config.tabular_categorical),
             data_config.tabular_categorical_bins, c.category_dim, c.units, c.embedding_dim,
-            c.dropout,
+            c.dropout, input_name=modality, name=f"{modality}_encoder",
         )
-    if modality == features.TIMESERIES:
+    if kind == features.TIMESERIES:
         c = model_config.timeseries_encoder
         shape = (data_config.timeseries_steps, data_config.timeseries_channels)
         return timeseries_encoder(

@@ -1,7 +1,9 @@
 """Functional-API builders for multi-input classifiers (early, model-level and late fusion).
 
 Every built model takes a dict of named inputs: one per modality (`image`, `audio`, ...) and one
-presence flag per modality (`image_present`, ...: float32 `(batch,)`, 1 = present). Its output
+presence flag per modality (`image_present`, ...: float32 `(batch,)`, 1 = present). Several
+features may share a type (`data.modality_types`: `title` and `description` both text): each
+has its own encoder, `<feature>_encoder`, built from `model.<type>_encoder`. Its output
 is named `probabilities` (with `model.tasks`, a dict of that and one output per task head:
 `mmkeras.models.multitask`). `model.init_from` loads encoders from trained model directories
 (`mmkeras.models.transfer`).
@@ -153,6 +155,7 @@ def build_classifier(model_config, data_config=None, target_stats=None):
     modalities = sorted(model_config.modalities)
     if not modalities:
         raise ValueError("model.modalities is empty.")
+    features.layer_names(modalities)  # one clear line if two features would share a name
     fusion_type = model_config.fusion.type
     args = dict(model_config.fusion.args)
     token_source = "embedding"

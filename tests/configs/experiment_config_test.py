@@ -160,3 +160,40 @@ def test_allowed_names_match_the_builders():
     assert ec.TIMESERIES_ENCODER_TYPES == TIMESERIES_ENCODER_TYPES
     assert ec.AUDIO_FEATURES == tuple(AUDIO_FEATURES)
     assert ec.IMPUTATIONS == ("none",) + ModalityImputation.methods
+
+
+TYPES = "data.modality_types={title: text, description: text, front: image, back: image}"
+
+
+def test_modality_types_round_trip_and_name_each_feature_type(tmp_path):
+    import yaml
+
+    from mmkeras import features
+
+    config = load_config(None, [TYPES, "model.modalities=[title, description, front, back]",
+                                "data.modalities=[title, description, front, back]"])
+    save_config(config, tmp_path / "config.yaml")
+    again = config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert again.data.modality_types == {"title": "text", "description": "text",
+                                         "front": "image", "back": "image"}
+    assert features.modality_types(again.model.modalities, again.data.modality_types) == {
+        "title": "text", "description": "text", "front": "image", "back": "image"}
+    assert features.modality_type("image", again.data.modality_types) == "image"  # a base type
+    assert load_config(None, [TYPES, "data.bad_input={front: mask}"]).data.bad_input == {
+        "front": "mask"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.modality_types={title: words}",
+     "'data.modality_types.title': unknown modality type 'words'; use one of ['image', "),
+    ("data.modality_types={image: text}", "'image' is itself a modality type"),
+    ("data.modality_types={Title: text}", "must be a lowercase identifier"),
+    ("data.modality_types={label: text}", "'label' is reserved"),
+    ("data.modality_types={title_encoder: text}", "'title_encoder' is reserved (or ends"),
+    ("data.modality_types={prices: tabular}", "the tabular modality is one feature"),
+    ("model.modalities=[title]", "'model.modalities': 'title' is no modality type"),
+])
+def test_a_bad_modality_type_is_one_line(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value) and "\n" not in str(info.value)

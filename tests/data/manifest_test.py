@@ -10,6 +10,7 @@ from mmkeras.data import DataError
 from mmkeras.data import load_split
 from mmkeras.data import make_dataset
 from mmkeras.data import read_manifest
+from tests.datasets.openmoji_test import openmoji_small  # noqa: F401  (session fixture)
 
 MODALITIES = ["image", "audio"]
 
@@ -231,3 +232,29 @@ def test_seeded_shuffle_is_repeatable(avmnist_small):
     first = [np.asarray(y) for _, y in make_dataset(columns, config.data, ["image"], training=True)]
     again = [np.asarray(y) for _, y in make_dataset(columns, config.data, ["image"], training=True)]
     np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
+
+
+def test_features_of_one_type_are_checked_and_masked_by_type(openmoji_small, tmp_path):  # noqa: F811
+    """Two image columns (`front`, `back`: `modality_types`): each checked as an image, a bad
+    file masks only its own feature, and a policy under the type's key covers both."""
+    with open(openmoji_small / "manifest.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"][:4]
+    path = tmp_path / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["id", "split", "label", "front", "back"])
+        writer.writeheader()
+        for i, r in enumerate(rows):
+            back = "missing.png" if i == 1 else str(openmoji_small / rows[-1 - i]["image"])
+            writer.writerow({"id": r["id"], "split": "train", "label": 0,
+                             "front": str(openmoji_small / r["image"]), "back": back})
+    types = {"front": "image", "back": "image"}
+    check = {"image": lambda p: None if p.is_file() else "file not found"}
+    with pytest.raises(DataError, match=r"line 3 .*: back \(image\) file .*missing.png: file"):
+        read_manifest(path, "train", ["front", "back"], 1, modality_types=types, checkers=check)
+    columns, report = read_manifest(path, "train", ["front", "back"], 1, bad_input={
+        "image": "mask"}, modality_types=types, checkers=check)
+    assert report.masked == {"back": 1}
+    np.testing.assert_array_equal(columns["back_present"], [1, 0, 1, 1])
+    np.testing.assert_array_equal(columns["front_present"], [1, 1, 1, 1])
+    with pytest.raises(DataError, match="feature 'side' has no modality type"):
+        read_manifest(path, "train", ["side"], 1, modality_types=types)

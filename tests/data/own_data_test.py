@@ -65,11 +65,16 @@ def test_string_labels_recorded_split_and_imputation(products, tmp_path):
             assert float(row["price"]) == pytest.approx(np.mean(train_prices))
             assert row["price_missing"] == "1.0"
     assert "rating_missing" not in manifest[0]
-    # Two text columns are joined, each prefixed with its name.
+    # Two text columns: one modality each, named after its column; one image column keeps
+    # the name `image`.
     assert out.layout.text == ["title", "description"]
-    assert manifest[1]["text"] == (f"title: {products[1]['title']}. "
-                                   f"description: {products[1]['description']}.")
-    assert out.layout.modalities == ["image", "tabular", "text"]
+    assert manifest[1]["title"] == products[1]["title"] and "text" not in manifest[1]
+    assert manifest[1]["description"] == products[1]["description"]
+    assert out.layout.modalities == ["description", "image", "tabular", "title"]
+    assert out.layout.modality_types() == {"description": "text", "title": "text"}
+    assert out.layout.feeds() == {"photo": "image", "title": "title",
+                                  "description": "description", "price": "tabular",
+                                  "rating": "tabular"}
     assert out.layout.tabular_numeric() == ["price", "rating", "price_missing"]
     assert LabelVocabulary.load(out.vocab.save(tmp_path) .parent).labels == out.vocab.labels
 
@@ -117,13 +122,14 @@ def test_unlabelled_table_with_the_training_layout(products, tmp_path):
     schema = infer_schema(path, target="colour")
     trained = own_data.convert_table(path, schema, tmp_path / "data")
     new = [{k: v for k, v in r.items() if k != "colour"} for r in products[:6]]
-    new[0]["photo"], new[1]["title"], new[1]["description"], new[2]["price"] = "", "", "", ""
+    new[0]["photo"], new[1]["description"], new[2]["price"] = "", "", ""
     new_path = _write_csv(tmp_path / "new.csv", new)
     out = own_data.convert_table(new_path, schema, tmp_path / "new", vocab=trained.vocab,
                                  layout=trained.layout, labelled=False)
     rows = _manifest(out.dataset_dir)
     assert [r["split"] for r in rows] == ["test"] * 6
-    assert rows[0]["image"] == "" and rows[1]["text"] == ""
+    assert rows[0]["image"] == "" and rows[1]["description"] == ""
+    assert rows[1]["title"] == products[1]["title"]  # only the empty cell's modality is empty
     assert float(rows[2]["price"]) == pytest.approx(trained.layout.means["price"])
     del new[0]["rating"]
     for r in new:
@@ -149,8 +155,9 @@ def test_multilabel_and_regression_targets(openmoji_small, tmp_path):  # noqa: F
         hot = json.loads(row["label"])
         assert [label for label, v in zip(tags.vocab.labels, hot) if v] == sorted(
             source["tags"].split("|"))
-    columns, _ = read_manifest(tmp_path / "tags" / "manifest.csv", "train", ["text"],
-                               len(tags.vocab.labels), target="multilabel")
+    columns, _ = read_manifest(tmp_path / "tags" / "manifest.csv", "train", ["title"],
+                               len(tags.vocab.labels), target="multilabel",
+                               modality_types={"title": "text"})
     assert columns["label"].shape == (tags.info["splits"]["train"], len(tags.vocab.labels))
     assert columns["label"].dtype == np.float32 and set(np.unique(columns["label"])) == {0, 1}
 
@@ -159,8 +166,8 @@ def test_multilabel_and_regression_targets(openmoji_small, tmp_path):  # noqa: F
     assert rating.vocab.kind == "regression" and rating.vocab.num_outputs == 1
     manifest = _manifest(tmp_path / "rating")
     assert [float(r["label"]) for r in manifest] == [float(r["rating"]) for r in rows]
-    columns, _ = read_manifest(tmp_path / "rating" / "manifest.csv", "test", ["text"], 1,
-                               target="regression")
+    columns, _ = read_manifest(tmp_path / "rating" / "manifest.csv", "test", ["description"],
+                               1, target="regression", modality_types={"description": "text"})
     test = [float(r["label"]) for r in manifest if r["split"] == "test"]
     np.testing.assert_allclose(columns["label"][:, 0], test, rtol=1e-6)
 
@@ -187,3 +194,35 @@ def test_manifest_labels_per_target():
     assert parse_label("-1.5", "regression", 1) == (-1.5, None)
     assert parse_label("nan", "regression", 1)[1] == "label 'nan' is not finite"
     assert parse_label("x", "regression", 1)[1] == "label 'x' is not a number"
+
+
+def test_several_columns_of_a_role_get_one_modality_each():
+    """Column names become valid, distinct input names; a name that is a type, reserved or
+    taken gets `col_`; a table.json from before (one joined `text`) still loads."""
+    taken = {"price", "price_missing"}
+    assert own_data.feature_name("Front Image", taken) == "front_image"
+    assert own_data.feature_name("price", taken) == "col_price"
+    assert own_data.feature_name("text", taken) == "col_text"
+    assert own_data.feature_name("label", taken) == "col_label"
+    assert own_data.feature_name("2nd photo", taken) == "col_2nd_photo"
+    assert own_data.feature_name("photo_bytes", taken) == "col_photo_bytes"
+    assert own_data.feature_name("x", {"x", "col_x"}) == "col_x_2"
+    old = own_data.TableLayout.from_dict({"media": {"image": "photo"},
+                                         "text": ["title", "description"]})
+    assert old.modalities == ["image", "text"] and old.columns["text"] == ["title", "description"]
+    assert old.modality_types() == {}
+
+
+def test_schema_table_shows_the_modality_each_column_feeds(products, tmp_path):
+    from mmkeras.data.schema import format_schema
+
+    path = _write_csv(tmp_path / "p.csv", products)
+    schema = infer_schema(path, target="colour")
+    lines = format_schema(schema, feeds=own_data.layout_for(schema).feeds())
+    assert lines[0].split()[:6] == ["column", "role", "modality", "missing", "distinct", "why"]
+    fed = {line.split()[0]: line.split()[2] for line in lines[2:]
+           if not line.startswith("colour")}
+    assert fed == {"sku": "-", "photo": "image", "title": "title",
+                   "description": "description", "price": "tabular", "rating": "tabular"}
+    assert [line.split()[:4] for line in lines if line.startswith("colour")] == [
+        ["colour", "target", "(multiclass)", "-"]]

@@ -99,3 +99,29 @@ def test_tabular_normalises_and_looks_up_with_training_statistics(tmp_path):
     std = columns["tabular"].std()
     np.testing.assert_allclose(out[:, 0], [0.0, -3.5 / std], rtol=1e-5)
     np.testing.assert_array_equal(out[:, 1], [2.0, 0.0])  # "c" was cut: unknown id 0.
+
+
+def test_each_text_feature_has_its_own_vocabulary(tmp_path):
+    """Two text features (`data.modality_types`): a vectorizer each, adapted on its own
+    column, saved as `vocab_<feature>.txt`, applied to its own input in tf.data."""
+    config = _config("data.modality_types={title: text, notes: text}",
+                     "model.modalities=[title, notes]", "data.modalities=[title, notes]")
+    notes = np.array(["blue sky", "", "sea sky", "sky", "sea sea", "sky", "blue", ""])
+    columns = {"id": _columns()["id"], "label": _columns()["label"],
+               "title": TEXTS, "title_present": _columns()["text_present"],
+               "notes": notes, "notes_present": np.array([n != "" for n in notes], "float32")}
+    pre = Preprocessing.fit(columns, config.data, ["notes", "title"])
+    assert pre.text_features == ["notes", "title"] and sorted(pre.vectorizers) == ["notes", "title"]
+    pre.save(tmp_path)
+    assert not (tmp_path / "vocab.txt").exists()
+    assert (tmp_path / "vocab_notes.txt").read_text().split() == ["sky", "sea", "blue"]
+    assert "face" in (tmp_path / "vocab_title.txt").read_text().split()
+    loaded = Preprocessing.load(tmp_path, config.data, ["notes", "title"])
+    x, _ = next(iter(make_dataset(columns, config.data, ["notes", "title"],
+                                  preprocessing=loaded)))
+    assert x["notes"].dtype == tf.int32 and x["title"].dtype == tf.int32
+    np.testing.assert_array_equal(x["notes"][0].numpy(), [4, 2, 0, 0, 0])  # blue sky
+    np.testing.assert_array_equal(  # the title's vocabulary: "blue" is unknown there
+        loaded.text_ids(tf.constant(["blue face"]), "title").numpy()[0, :1], [1])
+    with pytest.raises(ValueError, match="No tokenizer for text feature 'text'"):
+        loaded.text_ids(tf.constant(["x"]), "text")

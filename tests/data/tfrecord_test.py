@@ -44,3 +44,24 @@ def test_text_feature_in_the_schema():
     assert [t.decode() for t in parsed["text"].numpy()] == ["grinning face", ""]
     np.testing.assert_array_equal(parsed["text_present"], [1.0, 0.0])
     np.testing.assert_array_equal(parsed["label"], [3, 1])
+
+
+def test_two_image_features_round_trip(avmnist_small, tmp_path):
+    """`front` and `back`, both images (`data.modality_types`), in one Example each."""
+    config = load_config(None, ["data.batch_size=8", "data.shuffle_buffer=0", "data.cache=false",
+                                "data.modality_types={front: image, back: image}"])
+    columns, _ = load_split(avmnist_small, "validation", config.data, ["image"], 10)
+    n = 8
+    two = {"id": columns["id"][:n], "label": columns["label"][:n],
+           "front": columns["image"][:n], "front_present": columns["image_present"][:n],
+           "back": columns["image"][n:2 * n], "back_present": columns["image_present"][n:2 * n]}
+    two["back_present"][2], two["back"][2] = 0.0, ""
+    names = ["back", "front"]
+    files = write_tfrecords(two, tmp_path / "two.tfrecord", names,
+                            kinds=config.data.modality_types)
+    x, y = next(iter(read_tfrecords(files, config.data, names)))
+    want, want_y = next(iter(make_dataset(two, config.data, names)))
+    np.testing.assert_array_equal(y, want_y)
+    for key in ("front", "back", "back_present"):
+        np.testing.assert_allclose(x[key], want[key], atol=1e-6)
+    assert not np.asarray(x["back"][2]).any() and np.asarray(x["front"][2]).any()

@@ -216,3 +216,47 @@ def test_audio_front_end_makes_the_encoder_gain_and_silence_invariant(tmp_path):
     path = str(tmp_path / "audio.keras")
     encoder.save(path)
     np.testing.assert_allclose(np.asarray(keras.saving.load_model(path)(x)), out, atol=1e-6)
+
+
+def test_features_of_one_type_get_encoders_of_their_own():
+    """`title` and `description` (text), `front` and `back` (image): one encoder each, named
+    `<feature>_encoder`, built from the type's settings, with separate weights; a pair of
+    features that would share a layer name is refused in one line."""
+    config = load_config(None, [
+        "data.modality_types={title: text, description: text, front: image, back: image}",
+        "model.modalities=[title, description, front, back]", "model.num_classes=3",
+        "data.text_max_tokens=30", "data.text_sequence_length=6", "data.image_shape=[12,12,3]",
+        "model.text_encoder.units=8", "model.image_encoder.filters=[4]", "model.head_units=[8]",
+    ])
+    model = build_classifier(config.model, config.data)
+    names = [layer.name for layer in model.layers]
+    for m in ("title", "description", "front", "back"):
+        assert m in names and f"{m}_present" in names and f"{m}_encoder" in names
+    assert "text_encoder" not in names and "image_encoder" not in names
+    title, description = model.get_layer("title_encoder"), model.get_layer("description_encoder")
+    assert title.input.name == "title" and description.input.name == "description"
+    assert [w.shape for w in title.weights] == [w.shape for w in description.weights]
+    assert not {id(w) for w in title.weights} & {id(w) for w in description.weights}
+    assert model.input["front"].shape[1:] == (12, 12, 3) == model.input["back"].shape[1:]
+    assert model.input["title"].dtype == "int32"
+    rng = np.random.default_rng(0)
+    x = {"title": rng.integers(0, 30, (2, 6)).astype("int32"),
+         "description": rng.integers(0, 30, (2, 6)).astype("int32"),
+         "front": rng.random((2, 12, 12, 3)).astype("float32"),
+         "back": rng.random((2, 12, 12, 3)).astype("float32")}
+    x.update({features.presence_key(m): np.ones(2, "float32") for m in list(x)})
+    assert model(x).shape == (2, 3)
+
+    # Built from configs that skipped the load-time check: a clear line, not Keras's.
+    from mmkeras.configs import DataConfig
+    import dataclasses
+
+    clash = dataclasses.replace(config.data, modality_types={"title": "text",
+                                                             "title_encoder": "text"})
+    model_config = dataclasses.replace(config.model, modalities=["title", "title_encoder"])
+    with pytest.raises(ValueError, match=r"^features 'title' and 'title_encoder' both make a "
+                                         r"layer named 'title_encoder'"):
+        build_classifier(model_config, clash)
+    with pytest.raises(ValueError, match=r"feature 'fusion': the name is reserved"):
+        build_classifier(dataclasses.replace(config.model, modalities=["fusion", "title"]),
+                         DataConfig(modality_types={"fusion": "text", "title": "text"}))

@@ -1,7 +1,8 @@
 """`mmkeras train --data` then `mmkeras predict` on a product table around the real OpenMoji
 slice (image + two text columns + price + size; string target; no split column), trained for
-one epoch: the model directory is self-contained and predict handles unlabelled rows with
-missing cells."""
+one epoch: the model directory is self-contained, the two text columns are two text inputs
+with an encoder and a vocabulary each, and predict handles unlabelled rows with missing
+cells (an empty description with a title marks only `description` missing)."""
 
 import csv
 import json
@@ -44,7 +45,8 @@ def trained_products(openmoji_small, tmp_path_factory):  # noqa: F811
 def test_train_writes_a_self_contained_model_dir(trained_products):
     _, rows, model_dir = trained_products
     for name in ("schema.json", "labels.json", "table.json", "config.yaml", "model.keras",
-                 "vocab.txt", "tabular.json", "generated.yaml", "data/manifest.csv",
+                 "vocab_title.txt", "vocab_description.txt", "tabular.json",
+                 "generated.yaml", "data/manifest.csv",
                  "data/dataset.json", "report.json"):
         assert (model_dir / name).is_file(), name
     report = json.loads((model_dir / "report.json").read_text())
@@ -53,8 +55,23 @@ def test_train_writes_a_self_contained_model_dir(trained_products):
     assert report["dataset"]["name"] == "own:products.csv"
     masked = {s: p["missing"] for s, p in report["data_problems"].items()}
     assert sum(m.get("image", 0) for m in masked.values()) == sum(not r["photo"] for r in rows)
-    assert report["config"]["model"]["modalities"] == ["image", "tabular", "text"]
+    assert report["config"]["model"]["modalities"] == ["description", "image", "tabular", "title"]
+    assert report["config"]["data"]["modality_types"] == {"description": "text", "title": "text"}
     assert report["config"]["data"]["image_resize"] == "pad"
+    assert not (model_dir / "vocab.txt").exists()
+    # Two text inputs, two text encoders with weights of their own.
+    import keras
+
+    model = keras.saving.load_model(model_dir / "model.keras", compile=False)
+    names = {layer.name for layer in model.layers}
+    assert {"title", "description", "title_present", "description_present",
+            "title_encoder", "description_encoder"} <= names and "text" not in names
+    title, description = model.get_layer("title_encoder"), model.get_layer("description_encoder")
+    assert [w.shape for w in title.weights] == [w.shape for w in description.weights]
+    assert not np.allclose(title.weights[0].numpy(), description.weights[0].numpy())
+    vocabularies = [(model_dir / f"vocab_{m}.txt").read_text().split() for m in
+                    ("title", "description")]
+    assert vocabularies[0] != vocabularies[1] and "group" in vocabularies[1]
 
 
 @pytest.mark.large
@@ -63,6 +80,7 @@ def test_predict_unlabelled_rows_with_missing_cells(trained_products):
     new = [{k: v for k, v in r.items() if k != "colour"} for r in rows[:10]]
     new[1]["photo"] = ""
     new[2]["title"] = new[2]["description"] = ""
+    new[5]["description"] = ""  # a title without a description
     new[3]["price"] = ""
     new[4]["price"] = "n/a"
     table = _write_csv(root / "new.csv", new)
@@ -75,7 +93,9 @@ def test_predict_unlabelled_rows_with_missing_cells(trained_products):
         predictions = list(csv.DictReader(f))
     assert [p["row"] for p in predictions] == [str(i) for i in range(2, 12)]
     assert [p["id"] for p in predictions] == [r["sku"] for r in new]
-    assert predictions[1]["missing"] == "image" and predictions[2]["missing"] == "text"
+    assert predictions[1]["missing"] == "image"
+    assert predictions[2]["missing"] == "description|title"
+    assert predictions[5]["missing"] == "description"
     assert predictions[3]["missing"] == ""  # a missing number is imputed, not a missing modality
     labels = json.loads((model_dir / "labels.json").read_text())["labels"]
     for p in predictions:  # 3 classes > top_k=2: the two best
@@ -113,7 +133,8 @@ def test_evaluate_reads_the_fitted_preprocessing(trained_products):
     report = json.loads((model_dir / "report.json").read_text())
     assert payload["metrics"]["accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-6)
     assert set(payload["missing_modalities"]) == {
-        "all_present", "image_missing", "tabular_missing", "text_missing", "all_missing"}
+        "all_present", "description_missing", "image_missing", "tabular_missing",
+        "title_missing", "all_missing"}
 
 
 def _test_rows(model_dir):
