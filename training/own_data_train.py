@@ -53,6 +53,7 @@ With `--config` instead of `--data`, `mmkeras train` trains a prepared experimen
 """
 
 import argparse
+import csv
 import json
 import pathlib
 import re
@@ -214,8 +215,6 @@ def prepare(args):
     image_modalities = conversion.layout.of_type("image")
     image_paths = []
     if image_modalities:  # every image feature shares data.image_shape: sample them all
-        import csv
-
         with open(model_dir / OWN_DATA_DIR / "manifest.csv", newline="", encoding="utf-8") as f:
             image_paths = [r[m] for r in csv.DictReader(f) for m in image_modalities
                            if r[m]][:20]
