@@ -19,6 +19,8 @@ import dataclasses
 import importlib
 import sys
 
+from mmkeras import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class Subcommand:
@@ -119,6 +121,9 @@ def main(argv=None):
     if "-h" in rest or "--help" in rest:
         print(f"example:\n  {sub.example}\n")
     sys.argv[0] = f"mmkeras {name}"
+    # Before the subcommand's module is imported: modules that import TensorFlow at their top
+    # would print its C++ log lines before the command's own wrapper could hide them.
+    errors.quiet_tensorflow(errors.VERBOSE_FLAG in rest)
     entry = _module_main(module)
     if entry is None:
         return _fail(f"'mmkeras {name}' is not available in this installation ({module} has no "

@@ -16,6 +16,9 @@ writes into the output directory (default `DIR/explain/<split>-<K>/`):
                                  probability with each modality removed via its presence flag
 
 The explained class is the predicted one (`--target label` for the true label, or a class id).
+A multi-label model explains one label's probability (the most probable; `--target label`: the
+example's first true label); a regression model explains its value (the ablation then shows
+the value, not a probability, with each modality removed).
 """
 
 import argparse
@@ -34,6 +37,7 @@ from mmkeras.explain import integrated_gradients
 from mmkeras.explain import presence_ablation
 from mmkeras.explain.attribution import present_modalities
 from mmkeras.explain.robustness import modalities_of
+from mmkeras.models import heads
 from mmkeras.model_dir import load_model_dir
 from mmkeras.model_dir import write_json
 from training.evaluate import load_examples
@@ -103,7 +107,18 @@ def plot_attribution(value, attribution, title, path):
     return _save(fig, path)
 
 
-def plot_contributions(ig_totals, ablation, target, path):
+def example_label(y, kind):
+    """An example's label as the report shows it: the class id, the list of true label ids
+    (multi-label) or the value (regression)."""
+    y = np.asarray(y)
+    if kind == "regression":
+        return float(y.reshape(-1)[0])
+    if kind == "multilabel":
+        return np.flatnonzero(y >= 0.5).tolist()
+    return int(y)
+
+
+def plot_contributions(ig_totals, ablation, what, path, probability=True):
     names = sorted(ig_totals)
     fig, axes = _plt().subplots(1, 2, figsize=(7.5, 3.0))
     axes[0].bar(names, [ig_totals[m] for m in names], color="tab:purple")
@@ -113,8 +128,10 @@ def plot_contributions(ig_totals, ablation, target, path):
     values = ([ablation["all_present"]] + [ablation["without"][m] for m in names]
               + [ablation["only"][m] for m in names])
     axes[1].barh(labels, values, color="tab:blue")
-    axes[1].set_xlim(0, 1)
-    axes[1].set_title(f"p(class {target}) with modalities removed", fontsize=9)
+    if probability:
+        axes[1].set_xlim(0, 1)
+        what = f"p({what})"
+    axes[1].set_title(f"{what} with modalities removed", fontsize=9)
     return _save(fig, path)
 
 
@@ -167,24 +184,31 @@ def explain(model_dir, index, out=None, split="test", target="predicted", steps=
     config, model = load_model_dir(model_dir)
     x, y = load_examples(config, split, max_examples=1, start=index, model_dir=model_dir)
     probabilities = np.asarray(model(x, training=False))[0]
-    predicted = int(probabilities.argmax())
+    predicted = int(probabilities.argmax())  # regression: 0, the value's output
+    kind = heads.target_of_model(model)
+    label = example_label(y[0], kind)
     if target == "predicted":
         target = predicted
     elif target == "label":
-        target = int(y[0])
+        if kind == "multilabel":  # the first true label (the prediction when it has none)
+            target = label[0] if label else predicted
+        else:
+            target = 0 if kind == "regression" else label
     else:
         target = int(target)
         if not 0 <= target < len(probabilities):
             raise ValueError(f"--target {target} is not a class of this model "
                              f"(0..{len(probabilities) - 1}).")
     modalities = modalities_of(x)
-    figures = [(f"input: {m}", plot_input(x[m][0], f"{m} (label {int(y[0])})",
+    figures = [(f"input: {m}", plot_input(x[m][0], f"{m} (label {label})",
                                           out / f"input_{m}.png")) for m in modalities]
 
     summary = {"experiment": config.name, "model_dir": str(model_dir), "split": split,
-               "index": int(index), "label": int(y[0]), "predicted": predicted,
-               "target": target, "probabilities": probabilities.tolist(),
+               "index": int(index), "model_target": kind, "label": label,
+               "predicted": predicted, "target": target,
+               "probabilities": probabilities.tolist(),
                "present_modalities": present_modalities(x)}
+    what = "the value" if kind == "regression" else f"class {target}"
 
     images = features.of_type(modalities, features.IMAGE, config.data.modality_types)
     flat = flatten_model(model) if images else None
@@ -193,9 +217,9 @@ def explain(model_dir, index, out=None, split="test", target="predicted", steps=
         cam, layer = image_gradcam_plus_plus(flat, x, target, modality=m)
         image = x[m][0]
         figures.append((f"saliency ({m})", plot_map_over_image(
-            image, saliency, f"saliency, class {target}", out / f"saliency_{m}.png")))
+            image, saliency, f"saliency, {what}", out / f"saliency_{m}.png")))
         figures.append((f"Grad-CAM++ ({m}, layer {layer})", plot_map_over_image(
-            image, cam[0], f"Grad-CAM++ {layer}, class {target}",
+            image, cam[0], f"Grad-CAM++ {layer}, {what}",
             out / f"gradcam_plus_plus_{m}.png")))
         summary.setdefault("gradcam_layer", layer)  # the first image feature's
         summary.setdefault("gradcam_layers", {})[m] = layer
@@ -203,11 +227,12 @@ def explain(model_dir, index, out=None, split="test", target="predicted", steps=
     ig = integrated_gradients(model, x, target, steps=steps)
     for m in modalities:
         figures.append((f"integrated gradients: {m}", plot_attribution(
-            x[m][0], ig["attributions"][m], f"integrated gradients, class {target} "
+            x[m][0], ig["attributions"][m], f"integrated gradients, {what} "
             f"(total {ig['totals'][m]:+.3f})", out / f"integrated_gradients_{m}.png")))
     ablation = presence_ablation(model, x, target)
     figures.append(("modality contributions", plot_contributions(
-        ig["totals"], ablation, target, out / "modality_contributions.png")))
+        ig["totals"], ablation, what, out / "modality_contributions.png",
+        probability=kind != "regression")))
     summary["integrated_gradients"] = {k: v for k, v in ig.items() if k != "attributions"}
     summary["integrated_gradients"]["steps"] = steps
     summary["presence_ablation"] = ablation

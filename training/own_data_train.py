@@ -73,7 +73,6 @@ from mmkeras.data.schema import infer_schema
 from mmkeras.data.schema import load_overrides
 from mmkeras.model_dir import OWN_DATA_DIR
 from training import train as train_command
-from training.trainer import train
 
 DEFAULT_IMAGE_SIDE = 64
 AUDIO_RATE = 16000
@@ -242,6 +241,10 @@ def main(argv=None):
         return train_command.main(argv)
     args = parser().parse_args(argv)
     config, model_dir = prepare(args)
+    # TensorFlow is imported here, after the table is converted and after `command_line` has
+    # quieted its log: `--dry-run` and a bad table never load it.
+    from training.trainer import train
+
     outputs = {"regression": "a number", "multilabel": f"{config.model.num_classes} labels"}
     print(f"[config] {model_dir / 'generated.yaml'}: modalities {config.model.modalities}, "
           + outputs.get(config.model.target, f"{config.model.num_classes} classes")

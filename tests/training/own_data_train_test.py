@@ -17,6 +17,7 @@ from tests.data.schema_test import _user_table
 from tests.data.schema_test import _write_csv
 from tests.datasets.openmoji_test import openmoji_small  # noqa: F401  (session fixture)
 from training import evaluate
+from training import explain
 from training import own_data_train
 from training import predict
 from training import report as report_lib
@@ -156,6 +157,9 @@ def _train(table, target, model_dir, *extra):
         "--data", str(table), "--target", target, "--model-dir", str(model_dir),
         "--schema", str(_ignore(table.parent, target)),
         "--set", "trainer.epochs=1", *extra,
+        # A CNN text encoder: the default GRU is unrolled in the graph, which makes the export
+        # with its subset signatures take minutes.
+        "--set", "model.text_encoder.type=cnn",
     ])
     assert status == 0
     return json.loads((model_dir / "report.json").read_text())
@@ -220,6 +224,12 @@ def test_multilabel_table_trains_and_predicts_label_sets(product_table):
     assert exported["savedmodel"]["outputs"] == ["probabilities", "multi_hot"]
     assert exported["target"] == "multilabel"
     assert exported["tflite"]["passed"] and exported["tflite"]["heads"] == ["probabilities"]
+    # Explained: one label's probability; the example's label is its set of true labels.
+    summary, _ = explain.explain(model_dir, 0, out=root / "tags_explain", target="label",
+                                 steps=16)
+    assert summary["model_target"] == "multilabel" and isinstance(summary["label"], list)
+    assert summary["target"] == (summary["label"] or [summary["predicted"]])[0]
+    assert (root / "tags_explain" / "modality_contributions.png").is_file()
 
 
 @pytest.mark.large
@@ -255,3 +265,9 @@ def test_regression_table_trains_and_predicts_values_in_real_units(product_table
     assert exported["savedmodel"]["outputs"] == ["value"]
     assert exported["tflite"]["passed"] and exported["tflite"]["heads"] == ["value"]
     assert exported["tflite"]["max_abs_diff_per_std"] <= 1e-4
+    # Explained: the value (integrated gradients complete against it; ablation in real units).
+    summary, _ = explain.explain(model_dir, 0, out=root / "rating_explain", steps=16)
+    assert summary["model_target"] == "regression" and summary["target"] == 0
+    assert summary["label"] == pytest.approx(float(rows[int(_test_rows(model_dir)[0]) - 2]["rating"]))
+    assert summary["presence_ablation"]["all_present"] == pytest.approx(
+        summary["probabilities"][0], rel=1e-4)
