@@ -13,7 +13,8 @@ ordinary Debian client, unpacks it and writes one CSV row per stamp:
     stamp_id,image,caption,sound,category
     animals/birds/cardinal,stamps/animals/birds/cardinal.png,A cardinal.,stamps/animals/birds/cardinal.ogg,animals
 
-Paths are relative to the CSV's folder. Then:
+Paths are relative to the CSV's folder. It also writes `new_stamps.csv`: 40 of those rows
+(seeded) without their category, as new unlabelled rows for `mmkeras predict`. Then:
 
     python examples/tuxpaint_to_csv.py --out data/tuxpaint
     mmkeras train --data data/tuxpaint/tuxpaint.csv --target category --model-dir runs/tuxpaint
@@ -26,12 +27,15 @@ import csv
 import hashlib
 import json
 import pathlib
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
 
 PACKAGE = "tuxpaint-stamps-default"
+NEW_STAMPS = "new_stamps.csv"  # unlabelled rows for `mmkeras predict`
+NEW_STAMPS_ROWS = 40
 STAMPS = "usr/share/tuxpaint/stamps"
 
 
@@ -101,6 +105,19 @@ def stamp_rows(stamps, out):
     return rows
 
 
+def write_new_stamps(rows, path, count=NEW_STAMPS_ROWS, seed=0):
+    """`count` rows (seeded choice) without their `category`: what a user's new, unlabelled
+    rows look like, for `mmkeras predict`. They are stamps of the table too (the package has
+    no others), so their predictions are not a test score."""
+    chosen = sorted(random.Random(seed).sample(range(len(rows)), min(count, len(rows))))
+    fields = [k for k in rows[0] if k != "category"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows({k: rows[i][k] for k in fields} for i in chosen)
+    return len(chosen)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,8 +134,10 @@ def main(argv=None):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    new_rows = write_new_stamps(rows, out / NEW_STAMPS)
     source = {"package": PACKAGE, "deb": deb.name, "deb_sha256": sha256(deb),
-              "license": "GPL-2", "rows": len(rows), "csv_sha256": sha256(table)}
+              "license": "GPL-2", "rows": len(rows), "csv_sha256": sha256(table),
+              "new_stamps_rows": new_rows}
     (out / "SOURCE.json").write_text(json.dumps(source, indent=1) + "\n")
     counts = {k: sum(bool(r[k]) for r in rows) for k in ("image", "caption", "sound")}
     print(f"{table}: {len(rows)} stamps; with image {counts['image']}, caption "
