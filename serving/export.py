@@ -325,6 +325,7 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
     `preprocessing` (the model directory's fitted tokenizer / tabular normaliser, None when
     the model needs none) makes every check feed what `serving_default` takes (token ids,
     normalised vectors), and for text models adds the raw-string `serve_text` signature."""
+    kinds = features.modality_types(config.model.modalities, config.data.modality_types)
     t0 = time.time()
     savedmodel_dir = savedmodel_export.export_savedmodel(
         served, stage / "savedmodel", version,
@@ -332,7 +333,7 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         model_name=config.model.name, preprocessing=preprocessing,
         wav_rate=config.model.audio_encoder.serve_wav_rate,
         image_resize=config.data.image_resize, image_fill=config.data.image_fill,
-        kinds=features.modality_types(config.model.modalities, config.data.modality_types),
+        kinds=kinds,
     )
     timings = {"savedmodel": round(time.time() - t0, 1)}
     # TFLite and ONNX carry the main head: with --all-heads they are converted from a
@@ -346,7 +347,6 @@ def _export_staged(config, model, multitask_model, served, stage, version, forma
         model, convert_source, stage, formats, tflite_quant, config, timings, preprocessing)
     if convert_source != savedmodel_dir:
         shutil.rmtree(convert_source, ignore_errors=True)
-    kinds = features.modality_types(config.model.modalities, config.data.modality_types)
     raw = sm.raw_features(served, preprocessing, kinds)
     if "tflite" in artifacts:
         assets = tflite_assets.write_assets(stage / "tflite", model_dir,
