@@ -59,12 +59,11 @@ def _main_output(values, target):
 
 
 def _decisions(values, target):
-    """What a client acts on: the class (argmax), the label set (multi-label: at least
-    `MULTI_LABEL_THRESHOLD`), or the value itself (regression)."""
+    """What a client of a classifier acts on: the class (argmax), or the label set
+    (multi-label: at least `MULTI_LABEL_THRESHOLD`). Regression has none (callers judge its
+    values by their difference)."""
     if target == "multilabel":
         return values >= sm.MULTI_LABEL_THRESHOLD
-    if target == "regression":
-        return values
     return values.argmax(-1)
 
 

@@ -13,10 +13,11 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras import features
+from mmkeras.models import heads
 
 # The builder's output Dense (`mmkeras.models.fusion_classifier._head`): softmax in the model,
 # made linear for explanations so that scores are logits, as tf-keras-vis recommends.
-OUTPUT_DENSE = "logits_softmax"
+OUTPUT_DENSE = heads.OUTPUT_DENSE  # the output Dense whose softmax is made linear
 
 
 def _clone_layer(layer, name, linear):

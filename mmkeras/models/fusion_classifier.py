@@ -120,7 +120,7 @@ def _head(x, model_config, prefix=""):
     for i, units in enumerate(model_config.head_units):
         x = keras.layers.Dense(units, activation="relu", name=f"{prefix}head_dense{i}")(x)
     x = keras.layers.Dropout(model_config.head_dropout, name=f"{prefix}head_dropout")(x)
-    return heads.output_layer(model_config, name=f"{prefix}logits_softmax")(x)
+    return heads.output_layer(model_config, name=f"{prefix}{heads.OUTPUT_DENSE}")(x)
 
 
 def build_classifier(model_config, data_config=None, target_stats=None):

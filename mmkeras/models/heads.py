@@ -19,6 +19,7 @@ from mmkeras import features
 
 TARGET_KINDS = ("multiclass", "binary", "multilabel", "regression")
 VALUE = "value"  # the output of a regression model
+OUTPUT_DENSE = "logits_softmax"  # the main head's last Dense (any activation, despite the name)
 CLASS_TARGETS = ("multiclass", "binary")
 
 
@@ -68,17 +69,14 @@ def unstandardize(x, mean, std, name=VALUE):
 
 
 def target_of_model(model):
-    """The target kind a classifier built by `build_classifier` was built for, read from its
-    main output: `regression` when it is `value`, `multilabel` when the `probabilities` come
-    from a sigmoid `Dense`, else `multiclass` (which `binary` heads serve as too)."""
-    output = model.output
-    if isinstance(output, dict):
-        output = output.get(features.PROBABILITIES, next(iter(output.values())))
-    layer = output._keras_history.operation
-    if layer.name == VALUE:
+    """The target kind a classifier built by `build_classifier` was built for, read from the
+    model: `regression` when its output is `value`, `multilabel` when its output layer
+    (`OUTPUT_DENSE`) is a sigmoid, else `multiclass` (which `binary` heads serve as too; so
+    do models without that layer, e.g. late fusion of per-modality probabilities)."""
+    if VALUE in model.output_names:
         return "regression"
-    if isinstance(layer, keras.layers.Identity) and layer._inbound_nodes:
-        source = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
-        if getattr(source, "activation", None) is keras.activations.sigmoid:
-            return "multilabel"
-    return "multiclass"
+    try:
+        dense = model.get_layer(OUTPUT_DENSE)
+    except ValueError:
+        return "multiclass"
+    return "multilabel" if dense.activation is keras.activations.sigmoid else "multiclass"
