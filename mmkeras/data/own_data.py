@@ -66,8 +66,6 @@ class TableLayout:
     """How the columns of a table become the model's modalities (saved as `table.json`).
 
     Attributes:
-        media: `{modality: column}` of the image, audio and video modalities.
-        text: the text columns, in table order.
         numeric: the numeric columns (manifest column names in `manifest_names`).
         categorical: the categorical columns.
         indicators: numeric and categorical columns that get a `<column>_missing` number.
@@ -79,10 +77,11 @@ class TableLayout:
             a `table.json` written before several columns per role has its text columns
             joined into `text`).
         types: `{modality: type}` of those modalities (`image`, `audio`, `video`, `text`).
+
+    A `table.json` written before `columns` / `types` (with `media: {modality: column}` and
+    `text: [columns]`) loads as the same layout.
     """
 
-    media: dict = dataclasses.field(default_factory=dict)
-    text: list = dataclasses.field(default_factory=list)
     numeric: list = dataclasses.field(default_factory=list)
     categorical: list = dataclasses.field(default_factory=list)
     indicators: list = dataclasses.field(default_factory=list)
@@ -127,10 +126,11 @@ class TableLayout:
     @classmethod
     def from_dict(cls, d):
         d = dict(d)
+        media, text = d.pop("media", {}), d.pop("text", [])  # the fields `columns` replaced
         if "columns" not in d:  # written before several columns per role: names = types
-            d["columns"] = {m: [c] for m, c in d.get("media", {}).items()}
-            if d.get("text"):
-                d["columns"]["text"] = list(d["text"])
+            d["columns"] = {m: [c] for m, c in media.items()}
+            if text:
+                d["columns"]["text"] = list(text)
             d["types"] = {m: m for m in d["columns"]}
         return cls(**d)
 
@@ -186,10 +186,6 @@ def layout_for(schema):
             taken.add(modality)
             layout.columns[modality] = [column]
             layout.types[modality] = role
-            if role == "text":
-                layout.text.append(column)
-            else:
-                layout.media[modality] = column
     layout.columns = dict(sorted(layout.columns.items()))
     return layout
 

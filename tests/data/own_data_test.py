@@ -67,7 +67,9 @@ def test_string_labels_recorded_split_and_imputation(products, tmp_path):
     assert "rating_missing" not in manifest[0]
     # Two text columns: one modality each, named after its column; one image column keeps
     # the name `image`.
-    assert out.layout.text == ["title", "description"]
+    assert out.layout.columns == {"description": ["description"], "image": ["photo"],
+                                  "title": ["title"]}
+    assert "media" not in out.layout.to_dict() and "text" not in out.layout.to_dict()
     assert manifest[1]["title"] == products[1]["title"] and "text" not in manifest[1]
     assert manifest[1]["description"] == products[1]["description"]
     assert out.layout.modalities == ["description", "image", "tabular", "title"]
@@ -211,6 +213,10 @@ def test_several_columns_of_a_role_get_one_modality_each():
                                          "text": ["title", "description"]})
     assert old.modalities == ["image", "text"] and old.columns["text"] == ["title", "description"]
     assert old.modality_types() == {}
+    # Written between the two: `columns` beside the old fields, which are dropped.
+    both = own_data.TableLayout.from_dict({**old.to_dict(), "media": {"image": "photo"},
+                                          "text": ["title", "description"]})
+    assert both == old
 
 
 def test_schema_table_shows_the_modality_each_column_feeds(products, tmp_path):
