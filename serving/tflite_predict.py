@@ -123,12 +123,22 @@ def build_inputs(input_details, image=None, audio=None, files=None):
     return inputs
 
 
-def predict(model_path, image=None, audio=None, num_threads=None, files=None):
-    """Returns `(class_id, probabilities)` for one example given as file paths."""
+def predict_outputs(model_path, image=None, audio=None, num_threads=None, files=None):
+    """Every output of the model for one example given as file paths: `{name: array}` without
+    the batch axis (`class_id` + `probabilities`, `multi_hot` + `probabilities` or `value`)."""
     runner = signature_runner(model_path, num_threads)
     outputs = runner(**build_inputs(runner.get_input_details(), image, audio, files))
-    probabilities = np.asarray(outputs["probabilities"])[0]
-    return int(np.asarray(outputs["class_id"])[0]), probabilities
+    return {name: np.asarray(value)[0] for name, value in outputs.items()}
+
+
+def predict(model_path, image=None, audio=None, num_threads=None, files=None):
+    """Returns `(class_id, probabilities)` for one example given as file paths (a classifier;
+    `predict_outputs` answers any model)."""
+    outputs = predict_outputs(model_path, image, audio, num_threads, files)
+    if "class_id" not in outputs:
+        raise ValueError(f"{model_path} is not a single-label classifier (its outputs are "
+                         f"{sorted(outputs)}): use predict_outputs.")
+    return int(outputs["class_id"]), outputs["probabilities"]
 
 
 @errors.command_line
