@@ -110,8 +110,10 @@ def deep_update(base, update):
 
 
 def _plain(value):
-    """numpy scalars -> Python numbers (for YAML and JSON)."""
-    return value.item() if hasattr(value, "item") else value
+    """numpy scalars -> Python numbers (for YAML and JSON); floats to 12 significant digits,
+    so that a stepped range gives 0.3, not KerasTuner's 0.30000000000000004."""
+    value = value.item() if hasattr(value, "item") else value
+    return float(f"{value:.12g}") if isinstance(value, float) else value
 
 
 def build_space(space, where="tuning.space"):

@@ -117,3 +117,17 @@ def test_tune_writes_results_resumes_and_best_trains(avmnist_small, tmp_path):
     assert summary["trials"][3]["status"] == "RUNNING"
     assert summary["trials"][3]["epochs"] < 50
     assert summary["search_seconds"] == pytest.approx(spent + 20, abs=15)
+
+
+def test_trial_values_are_plain_numbers_without_float_noise():
+    import keras_tuner
+
+    from training import tune
+
+    hp = keras_tuner.HyperParameters()
+    hp.Float("model.head_dropout", 0.0, 0.5, step=0.1)
+    hp.Choice("model.fusion.type", ["concat", "gated"])
+    hp.values["model.head_dropout"] = 0.1 * 3  # 0.30000000000000004
+    values = tune.trial_values(hp)
+    assert values == {"model.head_dropout": 0.3, "model.fusion.type": "concat"}
+    assert yaml.safe_dump(values).count("0.3\n") == 1
