@@ -383,7 +383,8 @@ def tflite_results(tmp_path_factory):
     feed = {presence_key(name): p for name, p in PRESENCE.items()}
     for kind in DIMS:
         feed.update({f"{kind}_{name}": x for name, x in inputs(kind).items()})
-    expected = model.predict(feed, verbose=0)
+    # Eager inference (not `predict`, which traces the whole model once more just for this).
+    expected = {key: np.asarray(value) for key, value in model(feed, training=False).items()}
 
     export_dir = str(tmp_path_factory.mktemp("fusion_export") / "saved_model")
     model.export(export_dir, format="tf_saved_model", verbose=False)
