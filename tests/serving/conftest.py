@@ -203,7 +203,9 @@ def server(served_copy, tmp_path_factory):
 # Every task trains through the one driver, `python -m training.train` (the config's `task:`
 # picks it); the script names in TASK_TRAINING are the old aliases, kept for reference.
 TRAIN_MODULE = "training.train"
-AVMNIST_TINY = [
+# No distribution (`runtime.distribution=default`): these tests are about the tasks' exports.
+ONE_DEVICE = ["runtime.distribution=default", "runtime.cpu_replicas=1"]
+AVMNIST_TINY = ONE_DEVICE + [
     "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
     "model.image_encoder.filters=[4]", "model.audio_encoder.filters=[4]",
 ]
@@ -219,12 +221,12 @@ TASK_TRAINING = {  # task -> (its script, config, --set values, the script's ext
         AVMNIST_TINY + ["cross_modal.embedding_dim=6", "cross_modal.discriminator_units=[8]",
                         "cross_modal.probe_mlp_epochs=1"], ["--no-baseline"]),
     "av_sync": ("training.train_av_sync", "training/configs/av_sync/av_sync.yaml", [
-        "trainer.epochs=1", "trainer.steps_per_epoch=1", "trainer.verbose=0",
+        *ONE_DEVICE, "trainer.epochs=1", "trainer.steps_per_epoch=1", "trainer.verbose=0",
         "data.batch_size=4", "av_sync.max_offset=2", "av_sync.video_filters=[2]",
         "av_sync.frame_units=4", "av_sync.audio_filters=[4]", "av_sync.embedding_dim=4",
         "av_sync.num_mel_bins=8"], []),
     "captioning": ("training.train_captioning", "training/configs/openmoji/captioning.yaml", [
-        "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
+        *ONE_DEVICE, "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
         "data.image_shape=[16,16,3]", "model.image_encoder.type=cnn",
         "model.image_encoder.filters=[8]", "model.image_encoder.embedding_dim=16",
         "captioning.hidden_dim=16", "captioning.num_layers=1", "captioning.num_heads=2",
@@ -232,12 +234,14 @@ TASK_TRAINING = {  # task -> (its script, config, --set values, the script's ext
         "captioning.beam_width=2", "captioning.samples=5", "captioning.constant_candidates=20"],
         []),
     # Image <-> text retrieval on OpenMoji: a text tower (`vocab.txt` tokenizer) for the
-    # raw-string `embed_text_strings` signature.
+    # raw-string `embed_text_strings` signature (a CNN text encoder: an unrolled GRU makes
+    # every export signature slow, and the test is about the tokenizer in the graph).
     "retrieval_text": ("training.train_retrieval", "training/configs/openmoji/dual_encoder.yaml", [
-        "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
+        *ONE_DEVICE, "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
         "data.image_shape=[16,16,3]", "model.image_encoder.filters=[8]",
-        "model.image_encoder.embedding_dim=16", "model.text_encoder.units=8",
-        "model.text_encoder.embedding_dim=16", "cross_modal.embedding_dim=8"], []),
+        "model.image_encoder.embedding_dim=16", "model.text_encoder.type=cnn",
+        "model.text_encoder.units=8", "model.text_encoder.embedding_dim=16",
+        "cross_modal.embedding_dim=8"], []),
 }
 SERVED_TASKS = ("retrieval", "shared_autoencoder", "invariance", "av_sync", "captioning")
 
