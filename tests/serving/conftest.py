@@ -1,10 +1,13 @@
 """Fixtures for the serving tests: a real export of a tiny trained fusion model, and live servers.
 
-`real_export` trains the AV-MNIST early-fusion model for one epoch on the small real slice
-(in-process, tiny encoders) and exports it with `python -m serving.export --format savedmodel`,
-exactly as a user does: a SavedModel with presence flags and the three signatures
-(`serving_default`, `serve_raw`, `serve_examples`). It is built once per session and never
-modified; tests that change a model directory work on a copy (`served_copy`).
+`exported_model_dir` trains the AV-MNIST early-fusion model on the small real slice
+(in-process, tiny encoders; the epochs and learning rate are explained in
+tests/serving/export_test.py) and exports it in every format with `python -m serving.export`,
+exactly as a user does: a SavedModel with presence flags and its signatures (`serving_default`,
+`serve_raw`, `serve_examples`, `serve_<m>_only`), the TFLite variants and ONNX. It is built once
+per session and shared by export_test.py and, through `real_export`, by the server, batching,
+validation, repository and WAV-rate tests; it is never modified: tests that change a model
+directory work on a copy (`served_copy`).
 """
 
 import dataclasses
@@ -22,7 +25,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 MAX_PAYLOAD_BYTES = 2_000_000
 SERVER_START_TIMEOUT = 90.0
 TINY = [
-    "trainer.epochs=1",
     "trainer.verbose=0",
     "data.batch_size=16",
     "runtime.distribution=default",
@@ -32,6 +34,16 @@ TINY = [
     "model.image_encoder.embedding_dim=16",
     "model.audio_encoder.embedding_dim=16",
     "model.head_units=[16]",
+    "trainer.learning_rate=0.003",
+]
+TINY_EPOCHS = 10
+# Quantized TFLite vs Keras on the slice's test split: (min top-1 agreement, max accuracy drop).
+QUANT_BOUNDS = {"tflite_f16": (0.975, 0.025), "tflite_dynamic": (0.95, 0.05),
+                "tflite_int8": (0.90, 0.075)}
+BOUND_TOLERANCES = [
+    f"{fmt}.{field}={value}"
+    for fmt, (agreement, drop) in QUANT_BOUNDS.items()
+    for field, value in (("min_top1_agreement", agreement), ("max_accuracy_drop", drop))
 ]
 ROWS = 4  # real test rows used as inputs
 
@@ -82,27 +94,38 @@ def _test_rows(data_dir, count):
 
 
 @pytest.fixture(scope="session")
-def real_export(avmnist_small, tmp_path_factory):
-    import tensorflow as tf
-
+def exported_model_dir(avmnist_small, tmp_path_factory):
+    """A tiny trained model directory, exported in every format by the CLI (its quantized
+    variants held to `QUANT_BOUNDS`)."""
     from mmkeras.configs import load_config
-    from mmkeras.data import example_schema
     from training.trainer import train
 
-    model_dir = tmp_path_factory.mktemp("served") / "early_fusion"
+    directory = tmp_path_factory.mktemp("export") / "tiny"
     config = load_config(
         pathlib.Path(REPO_ROOT) / "training/configs/avmnist/early_fusion.yaml",
-        TINY + [f"data.data_dir={avmnist_small}"],
+        TINY + [f"trainer.epochs={TINY_EPOCHS}", f"data.data_dir={avmnist_small}"],
     )
-    train(config, model_dir)
-    result = subprocess.run(
-        [sys.executable, "-m", "serving.export", "--model-dir", str(model_dir),
-         "--format", "savedmodel"],
-        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600,
-    )
+    train(config, directory)
+    cmd = [sys.executable, "-m", "serving.export", "--model-dir", str(directory),
+           "--format", "savedmodel", "--format", "tflite", "--format", "onnx"]
+    cmd += [x for q in ("float32", "float16", "dynamic", "int8") for x in ("--tflite-quant", q)]
+    cmd += [x for t in BOUND_TOLERANCES for x in ("--tolerance", t)]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return directory
+
+
+@pytest.fixture(scope="session")
+def real_export(exported_model_dir, avmnist_small):
+    """`exported_model_dir`'s SavedModel and ROWS real test rows in each input form."""
+    import tensorflow as tf
+
+    from mmkeras.data import example_schema
+
+    model_dir = exported_model_dir
     root = model_dir / "export" / "savedmodel"
-    name = config.model.name
+    (name,) = [p.name for p in root.iterdir() if p.is_dir()]
     version_dir = root / name / "1"
     assert (version_dir / "saved_model.pb").is_file()
 
