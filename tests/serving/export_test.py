@@ -272,6 +272,19 @@ def test_models_config_parses(loaded, model_dir):
     assert os.path.isfile(os.path.join(root / config.model.name, "1", "saved_model.pb"))
 
 
+def test_saved_model_cli_shows_the_serving_signature(loaded):
+    """TensorFlow's own `saved_model_cli` reads the exported version and its inputs/outputs."""
+    version_dir = loaded[2]["savedmodel"]["path"]
+    assert os.path.isdir(os.path.join(version_dir, "variables"))
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", version_dir, "--tag_set", "serve",
+                            "--signature_def", "serving_default"], capture_output=True, text=True,
+                           env=_env(), timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    for name in sorted(INPUTS) + ["probabilities", "class_id"]:
+        assert f"['{name}']" in shown.stdout, name
+
+
 def test_tf2onnx_failures_raise(loaded, tmp_path):
     from serving import onnx_export
 
@@ -433,6 +446,19 @@ def test_failing_export_publishes_nothing_and_stale_temporaries_go(loaded, model
     # TF Serving's view: the local repository still finds version 1 only.
     from serving.model_repository import discover_versions
     assert sorted(discover_versions(str(base))) == [1]
+
+    # A second export that passes is a new version; the first is untouched.
+    from serving import export
+
+    first = {p.relative_to(base / "1"): p.read_bytes() for p in (base / "1").rglob("*")
+             if p.is_file()}
+    assert export.main(["--model-dir", str(copy), "--format", "savedmodel"]) == 0
+    assert sorted(discover_versions(str(base))) == [1, 2]
+    assert (base / "2" / "saved_model.pb").is_file() and (base / "2" / "variables").is_dir()
+    assert {p.relative_to(base / "1"): p.read_bytes() for p in (base / "1").rglob("*")
+            if p.is_file()} == first
+    assert not [p for p in (copy / "export").rglob(".tmp*")]
+    assert json.loads((copy / "export" / "parity.json").read_text())["published"]
 
 
 def test_serving_commands_report_bad_paths_in_one_line(tmp_path, capsys):
