@@ -101,7 +101,9 @@ def test_corrupt_file_stops_training_naming_file_and_row(avmnist_copy, tmp_path)
     with open(avmnist_copy / "manifest.csv", newline="") as f:
         row = next(r for r in csv.DictReader(f) if r["split"] == "train")
     (avmnist_copy / row["image"]).write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    sets = [x for s in TINY + [f"data.data_dir={avmnist_copy}"] for x in ("--set", s)]
+    # One device: this test is about bad input, not distribution.
+    one_device = TINY + ["runtime.distribution=default", "runtime.cpu_replicas=1"]
+    sets = [x for s in one_device + [f"data.data_dir={avmnist_copy}"] for x in ("--set", s)]
     result = _run(["training.train", "--config", "training/configs/avmnist/early_fusion.yaml",
                    "--model-dir", str(tmp_path / "bad"), *sets], check=False)
     assert result.returncode != 0
