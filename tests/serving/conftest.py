@@ -1,10 +1,13 @@
 """Fixtures for the serving tests: a real export of a tiny trained fusion model, and live servers.
 
-`real_export` trains the AV-MNIST early-fusion model for one epoch on the small real slice
-(in-process, tiny encoders) and exports it with `python -m serving.export --format savedmodel`,
-exactly as a user does: a SavedModel with presence flags and the three signatures
-(`serving_default`, `serve_raw`, `serve_examples`). It is built once per session and never
-modified; tests that change a model directory work on a copy (`served_copy`).
+`exported_model_dir` trains the AV-MNIST early-fusion model on the small real slice
+(in-process, tiny encoders; the epochs and learning rate are explained in
+tests/serving/export_test.py) and exports it in every format with `python -m serving.export`,
+exactly as a user does: a SavedModel with presence flags and its signatures (`serving_default`,
+`serve_raw`, `serve_examples`, `serve_<m>_only`), the TFLite variants and ONNX. It is built once
+per session and shared by export_test.py and, through `real_export`, by the server, batching,
+validation, repository and WAV-rate tests; it is never modified: tests that change a model
+directory work on a copy (`served_copy`).
 """
 
 import dataclasses
@@ -22,7 +25,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 MAX_PAYLOAD_BYTES = 2_000_000
 SERVER_START_TIMEOUT = 90.0
 TINY = [
-    "trainer.epochs=1",
     "trainer.verbose=0",
     "data.batch_size=16",
     "runtime.distribution=default",
@@ -32,6 +34,16 @@ TINY = [
     "model.image_encoder.embedding_dim=16",
     "model.audio_encoder.embedding_dim=16",
     "model.head_units=[16]",
+    "trainer.learning_rate=0.003",
+]
+TINY_EPOCHS = 10
+# Quantized TFLite vs Keras on the slice's test split: (min top-1 agreement, max accuracy drop).
+QUANT_BOUNDS = {"tflite_f16": (0.975, 0.025), "tflite_dynamic": (0.95, 0.05),
+                "tflite_int8": (0.90, 0.075)}
+BOUND_TOLERANCES = [
+    f"{fmt}.{field}={value}"
+    for fmt, (agreement, drop) in QUANT_BOUNDS.items()
+    for field, value in (("min_top1_agreement", agreement), ("max_accuracy_drop", drop))
 ]
 ROWS = 4  # real test rows used as inputs
 
@@ -82,27 +94,38 @@ def _test_rows(data_dir, count):
 
 
 @pytest.fixture(scope="session")
-def real_export(avmnist_small, tmp_path_factory):
-    import tensorflow as tf
-
+def exported_model_dir(avmnist_small, tmp_path_factory):
+    """A tiny trained model directory, exported in every format by the CLI (its quantized
+    variants held to `QUANT_BOUNDS`)."""
     from mmkeras.configs import load_config
-    from mmkeras.data import example_schema
     from training.trainer import train
 
-    model_dir = tmp_path_factory.mktemp("served") / "early_fusion"
+    directory = tmp_path_factory.mktemp("export") / "tiny"
     config = load_config(
         pathlib.Path(REPO_ROOT) / "training/configs/avmnist/early_fusion.yaml",
-        TINY + [f"data.data_dir={avmnist_small}"],
+        TINY + [f"trainer.epochs={TINY_EPOCHS}", f"data.data_dir={avmnist_small}"],
     )
-    train(config, model_dir)
-    result = subprocess.run(
-        [sys.executable, "-m", "serving.export", "--model-dir", str(model_dir),
-         "--format", "savedmodel"],
-        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600,
-    )
+    train(config, directory)
+    cmd = [sys.executable, "-m", "serving.export", "--model-dir", str(directory),
+           "--format", "savedmodel", "--format", "tflite", "--format", "onnx"]
+    cmd += [x for q in ("float32", "float16", "dynamic", "int8") for x in ("--tflite-quant", q)]
+    cmd += [x for t in BOUND_TOLERANCES for x in ("--tolerance", t)]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return directory
+
+
+@pytest.fixture(scope="session")
+def real_export(exported_model_dir, avmnist_small):
+    """`exported_model_dir`'s SavedModel and ROWS real test rows in each input form."""
+    import tensorflow as tf
+
+    from mmkeras.data import example_schema
+
+    model_dir = exported_model_dir
     root = model_dir / "export" / "savedmodel"
-    name = config.model.name
+    (name,) = [p.name for p in root.iterdir() if p.is_dir()]
     version_dir = root / name / "1"
     assert (version_dir / "saved_model.pb").is_file()
 
@@ -203,7 +226,9 @@ def server(served_copy, tmp_path_factory):
 # Every task trains through the one driver, `python -m training.train` (the config's `task:`
 # picks it); the script names in TASK_TRAINING are the old aliases, kept for reference.
 TRAIN_MODULE = "training.train"
-AVMNIST_TINY = [
+# No distribution (`runtime.distribution=default`): these tests are about the tasks' exports.
+ONE_DEVICE = ["runtime.distribution=default", "runtime.cpu_replicas=1"]
+AVMNIST_TINY = ONE_DEVICE + [
     "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
     "model.image_encoder.filters=[4]", "model.audio_encoder.filters=[4]",
 ]
@@ -219,12 +244,12 @@ TASK_TRAINING = {  # task -> (its script, config, --set values, the script's ext
         AVMNIST_TINY + ["cross_modal.embedding_dim=6", "cross_modal.discriminator_units=[8]",
                         "cross_modal.probe_mlp_epochs=1"], ["--no-baseline"]),
     "av_sync": ("training.train_av_sync", "training/configs/av_sync/av_sync.yaml", [
-        "trainer.epochs=1", "trainer.steps_per_epoch=1", "trainer.verbose=0",
+        *ONE_DEVICE, "trainer.epochs=1", "trainer.steps_per_epoch=1", "trainer.verbose=0",
         "data.batch_size=4", "av_sync.max_offset=2", "av_sync.video_filters=[2]",
         "av_sync.frame_units=4", "av_sync.audio_filters=[4]", "av_sync.embedding_dim=4",
         "av_sync.num_mel_bins=8"], []),
     "captioning": ("training.train_captioning", "training/configs/openmoji/captioning.yaml", [
-        "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
+        *ONE_DEVICE, "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
         "data.image_shape=[16,16,3]", "model.image_encoder.type=cnn",
         "model.image_encoder.filters=[8]", "model.image_encoder.embedding_dim=16",
         "captioning.hidden_dim=16", "captioning.num_layers=1", "captioning.num_heads=2",
@@ -232,12 +257,14 @@ TASK_TRAINING = {  # task -> (its script, config, --set values, the script's ext
         "captioning.beam_width=2", "captioning.samples=5", "captioning.constant_candidates=20"],
         []),
     # Image <-> text retrieval on OpenMoji: a text tower (`vocab.txt` tokenizer) for the
-    # raw-string `embed_text_strings` signature.
+    # raw-string `embed_text_strings` signature (a CNN text encoder: an unrolled GRU makes
+    # every export signature slow, and the test is about the tokenizer in the graph).
     "retrieval_text": ("training.train_retrieval", "training/configs/openmoji/dual_encoder.yaml", [
-        "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
+        *ONE_DEVICE, "trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
         "data.image_shape=[16,16,3]", "model.image_encoder.filters=[8]",
-        "model.image_encoder.embedding_dim=16", "model.text_encoder.units=8",
-        "model.text_encoder.embedding_dim=16", "cross_modal.embedding_dim=8"], []),
+        "model.image_encoder.embedding_dim=16", "model.text_encoder.type=cnn",
+        "model.text_encoder.units=8", "model.text_encoder.embedding_dim=16",
+        "cross_modal.embedding_dim=8"], []),
 }
 SERVED_TASKS = ("retrieval", "shared_autoencoder", "invariance", "av_sync", "captioning")
 

@@ -1,11 +1,12 @@
 """Export of a tiny trained model directory in every format, and every artifact used for real.
 
 One tiny early-fusion model (10 epochs on the small AV-MNIST slice, trained in-process with the
-trainer) is exported once with the CLI in every format (`SavedModel`, the four TFLite variants,
-ONNX); the tests then reload each artifact the way its users do: SavedModel signatures by name,
-TFLite through LiteRT signature runners, ONNX in onnxruntime, the warm-up file as
-`PredictionLog`s, `models.config` as a `ModelServerConfig`, and the SavedModel behind the local
-server over REST (`serve_examples`, base64 Examples) and gRPC (`serving_default`).
+trainer; tests/serving/conftest.py's `exported_model_dir`, shared with the server tests) is
+exported once with the CLI in every format (`SavedModel`, the four TFLite variants, ONNX); the
+tests then reload each artifact the way its users do: SavedModel signatures by name, TFLite through
+LiteRT signature runners, ONNX in onnxruntime, the warm-up file as `PredictionLog`s,
+`models.config` as a `ModelServerConfig`, and the SavedModel behind the local server over REST
+(`serve_examples`, base64 Examples) and gRPC (`serving_default`).
 
 Float formats and signatures are held to the default tolerances. The quantized variants are
 held to `QUANT_BOUNDS` (passed to the CLI as `--tolerance`s and asserted on `parity.json`): the
@@ -28,30 +29,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tests.serving.conftest import QUANT_BOUNDS
 
 pytestmark = pytest.mark.large
 
-TINY = [
-    "trainer.verbose=0",
-    "data.batch_size=16",
-    "runtime.distribution=default",
-    "runtime.cpu_replicas=1",
-    "model.image_encoder.filters=[8]",
-    "model.audio_encoder.filters=[8]",
-    "model.image_encoder.embedding_dim=16",
-    "model.audio_encoder.embedding_dim=16",
-    "model.head_units=[16]",
-    "trainer.learning_rate=0.003",
-]
-TINY_EPOCHS = 10
-# Quantized TFLite vs Keras on the slice's test split: (min top-1 agreement, max accuracy drop).
-QUANT_BOUNDS = {"tflite_f16": (0.975, 0.025), "tflite_dynamic": (0.95, 0.05),
-                "tflite_int8": (0.90, 0.075)}
-BOUND_TOLERANCES = [
-    f"{fmt}.{field}={value}"
-    for fmt, (agreement, drop) in QUANT_BOUNDS.items()
-    for field, value in (("min_top1_agreement", agreement), ("max_accuracy_drop", drop))
-]
 VARIANTS = {"tflite": "model.tflite", "tflite_f16": "model_f16.tflite",
             "tflite_dynamic": "model_dynamic.tflite", "tflite_int8": "model_int8.tflite"}
 INPUTS = {"image", "audio", "image_present", "audio_present"}
@@ -80,22 +61,10 @@ def _env():
 
 
 @pytest.fixture(scope="module")
-def model_dir(avmnist_small, tmp_path_factory):
-    """A tiny trained model directory, exported in every format by the CLI."""
-    from mmkeras.configs import load_config
-    from training.trainer import train
-
-    directory = tmp_path_factory.mktemp("export") / "tiny"
-    config = load_config(REPO / "training/configs/avmnist/early_fusion.yaml",
-                         TINY + [f"trainer.epochs={TINY_EPOCHS}", f"data.data_dir={avmnist_small}"])
-    train(config, directory)
-    cmd = [sys.executable, "-m", "serving.export", "--model-dir", str(directory),
-           "--format", "savedmodel", "--format", "tflite", "--format", "onnx"]
-    cmd += [x for q in ("float32", "float16", "dynamic", "int8") for x in ("--tflite-quant", q)]
-    cmd += [x for t in BOUND_TOLERANCES for x in ("--tolerance", t)]
-    result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return directory
+def model_dir(exported_model_dir):
+    """The session's tiny trained model directory, exported in every format by the CLI
+    (tests/serving/conftest.py)."""
+    return exported_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -303,6 +272,19 @@ def test_models_config_parses(loaded, model_dir):
     assert os.path.isfile(os.path.join(root / config.model.name, "1", "saved_model.pb"))
 
 
+def test_saved_model_cli_shows_the_serving_signature(loaded):
+    """TensorFlow's own `saved_model_cli` reads the exported version and its inputs/outputs."""
+    version_dir = loaded[2]["savedmodel"]["path"]
+    assert os.path.isdir(os.path.join(version_dir, "variables"))
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", version_dir, "--tag_set", "serve",
+                            "--signature_def", "serving_default"], capture_output=True, text=True,
+                           env=_env(), timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    for name in sorted(INPUTS) + ["probabilities", "class_id"]:
+        assert f"['{name}']" in shown.stdout, name
+
+
 def test_tf2onnx_failures_raise(loaded, tmp_path):
     from serving import onnx_export
 
@@ -464,6 +446,19 @@ def test_failing_export_publishes_nothing_and_stale_temporaries_go(loaded, model
     # TF Serving's view: the local repository still finds version 1 only.
     from serving.model_repository import discover_versions
     assert sorted(discover_versions(str(base))) == [1]
+
+    # A second export that passes is a new version; the first is untouched.
+    from serving import export
+
+    first = {p.relative_to(base / "1"): p.read_bytes() for p in (base / "1").rglob("*")
+             if p.is_file()}
+    assert export.main(["--model-dir", str(copy), "--format", "savedmodel"]) == 0
+    assert sorted(discover_versions(str(base))) == [1, 2]
+    assert (base / "2" / "saved_model.pb").is_file() and (base / "2" / "variables").is_dir()
+    assert {p.relative_to(base / "1"): p.read_bytes() for p in (base / "1").rglob("*")
+            if p.is_file()} == first
+    assert not [p for p in (copy / "export").rglob(".tmp*")]
+    assert json.loads((copy / "export" / "parity.json").read_text())["published"]
 
 
 def test_serving_commands_report_bad_paths_in_one_line(tmp_path, capsys):

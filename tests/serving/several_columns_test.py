@@ -31,6 +31,7 @@ pytestmark = pytest.mark.large  # a trained and exported model, a live server
 
 FEATURES = ["back", "description", "front", "title"]
 TINY = ["trainer.epochs=1", "trainer.verbose=0", "data.batch_size=16",
+        "runtime.distribution=default", "runtime.cpu_replicas=1",
         "data.image_shape=[16,16,3]", "model.image_encoder.filters=[8]",
         "model.image_encoder.embedding_dim=8", "model.text_encoder.units=8",
         "model.text_encoder.token_dim=8", "model.text_encoder.embedding_dim=8",
