@@ -218,6 +218,9 @@ def test_tflite_cli_takes_a_file_per_image_feature(two_images_table, two_images_
     want = runner(**client.tflite_inputs(tflite_dir / "assets", raw))["probabilities"][0]
     np.testing.assert_allclose(probabilities, want, atol=1e-6)
     assert class_id == int(np.argmax(want))
+    outputs = tflite_predict.predict_outputs(tflite_dir / "model.tflite", files=files)
+    assert sorted(outputs) == ["class_id", "probabilities"] and outputs["class_id"] == class_id
+    np.testing.assert_array_equal(outputs["probabilities"], probabilities)
 
 
 def test_explain_maps_each_image_feature(two_images_model, tmp_path):
