@@ -127,8 +127,12 @@ def predict_outputs(model_path, image=None, audio=None, num_threads=None, files=
     """Every output of the model for one example given as file paths: `{name: array}` without
     the batch axis (`class_id` + `probabilities`, `multi_hot` + `probabilities` or `value`)."""
     runner = signature_runner(model_path, num_threads)
-    outputs = runner(**build_inputs(runner.get_input_details(), image, audio, files))
-    return {name: np.asarray(value)[0] for name, value in outputs.items()}
+    return run_one(runner, build_inputs(runner.get_input_details(), image, audio, files))
+
+
+def run_one(runner, inputs):
+    """The runner's outputs for one example's `inputs`, without the batch axis."""
+    return {name: np.asarray(value)[0] for name, value in runner(**inputs).items()}
 
 
 def predict(model_path, image=None, audio=None, num_threads=None, files=None):
@@ -177,7 +181,7 @@ def main(argv=None):
     except (ValueError, OSError, wave.Error) as e:
         print(f"error: {e}", file=sys.stderr)
         return errors.USER_ERROR_STATUS
-    outputs = {name: np.asarray(value)[0] for name, value in runner(**inputs).items()}
+    outputs = run_one(runner, inputs)
     if args.json:
         print(json.dumps({name: (value.round(6).tolist() if value.dtype.kind == "f"
                                  else value.tolist()) for name, value in outputs.items()}))

@@ -15,10 +15,6 @@ import tensorflow as tf
 from mmkeras import features
 from mmkeras.models import heads
 
-# The builder's output Dense (`mmkeras.models.fusion_classifier._head`): softmax in the model,
-# made linear for explanations so that scores are logits, as tf-keras-vis recommends.
-OUTPUT_DENSE = heads.OUTPUT_DENSE  # the output Dense whose softmax is made linear
-
 
 def _clone_layer(layer, name, linear):
     config = layer.get_config()
@@ -49,7 +45,8 @@ def flatten_model(model, linear_output=True):
                 return lambda x, *args, **kwargs: run(operation, x, f"{prefix}{operation.name}_")
             clone = _clone_layer(
                 operation, f"{prefix}{operation.name}",
-                linear_output and not prefix and operation.name == OUTPUT_DENSE,
+                # the builder's output Dense, made linear so that scores are logits
+                linear_output and not prefix and operation.name == heads.OUTPUT_DENSE,
             )
 
             def call(*args, **kwargs):
