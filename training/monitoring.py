@@ -79,13 +79,13 @@ def _weights_figure(weights, modalities, title):
 
 
 def sprite_image(images):
-    """A square grid of `(n, h, w[, 1])` images in [0, 1] as uint8 `(rows*h, cols*w)`."""
+    """A square grid of `(n, h, w[, 1 or 3])` images in [0, 1] as uint8 `(rows*h, cols*w[, 3])`."""
     images = np.asarray(images, dtype="float32")
-    if images.ndim == 4:
+    if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
-    n, h, w = images.shape
+    n, h, w = images.shape[:3]
     side = int(np.ceil(np.sqrt(n)))
-    grid = np.zeros((side * h, side * w), dtype="float32")
+    grid = np.zeros((side * h, side * w, *images.shape[3:]), dtype="float32")
     for i, image in enumerate(images):
         r, c = divmod(i, side)
         grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
@@ -102,7 +102,7 @@ class MultimodalMonitor(keras.callbacks.Callback):
         every: log every `every` epochs (and after the first).
         levels: missing fractions of the robustness curve (must contain 0 and 1).
         fusion_layer: the name of the fusion layer.
-        sprite_modality: the modality drawn in the Projector sprite (if the model has it).
+        sprite_modality: the image feature drawn in the Projector sprite (None: no sprite).
         seed: seed of the random choice of missing examples and of the noise.
         noise_kinds: `{modality: [kind, ...]}` of the noise curves; None = `DEFAULT_NOISE`
             for the sample's modalities; `{}` logs none.
@@ -222,7 +222,7 @@ class MultimodalMonitor(keras.callbacks.Callback):
                                    *(str(int(self.x[f][i] > 0)) for f in flags)]))
         (out / "metadata.tsv").write_text("\n".join(rows) + "\n")
         sprite = None
-        if self.sprite_modality in self.x and np.asarray(self.x[self.sprite_modality]).ndim >= 3:
+        if self.sprite_modality in self.x:
             images = np.asarray(self.x[self.sprite_modality])
             Image.fromarray(sprite_image(images)).save(out / "sprite.png")
             sprite = images.shape[1:3]
@@ -257,5 +257,8 @@ def make_monitor(config, model_dir, val_dataset):
     if not every:
         return None
     x, y = monitor_sample(val_dataset, config.trainer.monitor_examples)
+    # The sprite draws the first image feature, whatever its name (own data: the column's).
+    images = features.of_type(config.model.modalities, features.IMAGE, config.data.modality_types)
     return MultimodalMonitor(os.path.join(str(model_dir), "logs"), x, y, every=every,
+                             sprite_modality=images[0] if images else None,
                              seed=config.trainer.seed)

@@ -11,6 +11,8 @@ from mmkeras.models import build_classifier
 from tests.models.fusion_classifier_test import TINY
 from training.callbacks import HParamsLogger
 from training.monitoring import MultimodalMonitor
+from training.monitoring import make_monitor
+from training.monitoring import sprite_image
 from training.monitoring import tag_missing
 from training.monitoring import tag_noise
 
@@ -111,6 +113,30 @@ def test_monitor_logs_documented_tags(fusion, tmp_path, capsys):
     without_image = _value(acc.Tensors(tag_missing("image", 1.0))[0])
     assert _value(acc.Tensors("contribution/image")[0]) == pytest.approx(clean - without_image)
     _check_projector(tmp_path / "monitor", N, epochs=[1, 4])
+
+
+def test_sprite_draws_rgb_images_in_a_square_grid():
+    images = np.zeros((5, 4, 6, 3), "float32")
+    images[1, ..., 2] = 1.0  # the second image is blue
+    sprite = sprite_image(images)
+    assert sprite.shape == (3 * 4, 3 * 6, 3) and sprite.dtype == np.uint8
+    assert (sprite[:4, 6:12] == [0, 0, 255]).all() and sprite[:4, :6].max() == 0
+    assert sprite_image(np.ones((4, 2, 2, 1), "float32")).shape == (4, 4)
+
+
+def test_monitor_sprite_is_the_first_image_feature_whatever_its_name(tmp_path):
+    """Own data names image features after their columns: the sprite follows the type."""
+    import tensorflow as tf
+
+    config = load_config(None, TINY + ["model.modalities=[photo,audio]",
+                                       "data.modality_types={photo: image}",
+                                       "trainer.monitor_every=1"])
+    x, y = _sample(4)
+    x["photo"], x["photo_present"] = x.pop("image"), x.pop("image_present")
+    monitor = make_monitor(config, tmp_path, tf.data.Dataset.from_tensors((x, y)))
+    assert monitor.sprite_modality == "photo" and len(monitor.y) == 4
+    config = load_config(None, TINY + ["model.modalities=[audio]", "trainer.monitor_every=1"])
+    assert make_monitor(config, tmp_path, tf.data.Dataset.from_tensors((x, y))).sprite_modality is None
 
 
 def test_static_fusion_weights_of_a_weighted_sum():
