@@ -417,6 +417,15 @@ class ModelConfig:
 class TrainerConfig:
     """Optimisation and checkpointing (`training/optimizers.py`, `training/losses.py`).
 
+    `recipe` picks the values of the recipe keys (optimizer, weight decay, schedule, warm-up,
+    clipping, label smoothing) that the config leaves unset, when it is loaded (`load_config`):
+    `standard` is `STANDARD_RECIPE` (AdamW, weight decay 0.05, a 1-epoch warm-up then cosine
+    decay, clipnorm 1, label smoothing 0.1 where the target has one-hot classes: +2.1 points on
+    AV-MNIST early fusion over 3 seeds, README "Training recipe"); `legacy` is this class's own
+    defaults (Adam, constant learning rate), the recipe before issue #18; `auto` (the default)
+    is `standard` for the classification task and `legacy` for the other tasks, where it was
+    not measured. A key the config sets always wins; the loaded config records the recipe used.
+
     The model of record (`model.keras`) is always the best epoch by `monitor` (the best
     checkpoint), so early stopping with the best weights restored is
     `early_stopping_patience: N`: training stops after N epochs without improvement and the
@@ -443,6 +452,7 @@ class TrainerConfig:
 
     epochs: int = 10
     learning_rate: float = 1e-3
+    recipe: str = "auto"
     optimizer: str = "adam"
     scale_lr_with_replicas: bool = False
     steps_per_epoch: typing.Optional[int] = None
@@ -691,6 +701,10 @@ def _check_tasks_and_sources(config):
 BAD_INPUT_POLICIES = ("error", "skip", "mask")
 BAD_INPUT_KEYS = ("default", "label", "split")  # besides the modalities
 OPTIMIZERS = ("adam", "adamw", "sgd")
+RECIPES = ("auto", "standard", "legacy")
+# `trainer.recipe: standard`: the trainer keys it sets when the config does not (TrainerConfig).
+STANDARD_RECIPE = {"optimizer": "adamw", "weight_decay": 0.05, "lr_schedule": "cosine",
+                   "warmup_epochs": 1.0, "clipnorm": 1.0, "label_smoothing": 0.1}
 LR_SCHEDULES = ("constant", "cosine")
 TUNING_ALGORITHMS = ("random", "bayesian", "hyperband")
 DISTRIBUTIONS = ("mirrored", "multi_worker", "default")
@@ -716,6 +730,7 @@ CHOICES = {
     "task": ("classification", "retrieval", "invariance", "shared_autoencoder", "av_sync",
              "captioning"),  # mmkeras.configs.tasks.TASKS
     "trainer.optimizer": OPTIMIZERS,
+    "trainer.recipe": RECIPES,
     "trainer.lr_schedule": LR_SCHEDULES,
     "tuning.algorithm": TUNING_ALGORITHMS,
     "runtime.distribution": DISTRIBUTIONS,
@@ -857,6 +872,36 @@ def _deep_update(base, update):
     return base
 
 
+def apply_recipe(config, raw):
+    """Resolves `trainer.recipe` (see `TrainerConfig`): fills the recipe keys that `raw` (the
+    YAML and overrides as given) does not set, and records `standard` or `legacy`."""
+    trainer = getattr(config, "trainer", None)
+    if not isinstance(getattr(trainer, "recipe", None), str):
+        return config
+    recipe = trainer.recipe
+    if recipe == "auto":
+        recipe = "standard" if getattr(config, "task", None) == "classification" else "legacy"
+    if recipe not in RECIPES:
+        return config  # check_values names the key and the choices
+    given = set((raw.get("trainer") or {}) if isinstance(raw.get("trainer"), dict) else ())
+    updates = {"recipe": recipe}
+    if recipe == "standard":
+        model = getattr(config, "model", None)
+        one_hot = (getattr(model, "target", "multiclass") in ("multiclass", "binary")
+                   and not getattr(model, "tasks", None))
+        for key, value in STANDARD_RECIPE.items():
+            if (key in given
+                    # its weight decay comes with its optimizer
+                    or (key == "weight_decay" and "optimizer" in given)
+                    or (key == "clipnorm" and trainer.global_clipnorm is not None)
+                    or (key == "warmup_epochs" and trainer.warmup_steps is not None)
+                    or (key == "label_smoothing" and not one_hot)):
+                continue
+            updates[key] = value
+    config.trainer = dataclasses.replace(trainer, **updates)
+    return config
+
+
 def load_config(path=None, overrides=(), base=None):
     """Builds an `ExperimentConfig` from defaults, a YAML file and `key=value` overrides.
 
@@ -879,7 +924,8 @@ def load_config(path=None, overrides=(), base=None):
         update = parse_override(override) if isinstance(override, str) else override
         _deep_update(raw, copy.deepcopy(update))
     try:
-        return check_values(_check_tasks_and_sources(_merge(base or ExperimentConfig(), raw, "")))
+        config = _merge(base or ExperimentConfig(), raw, "")
+        return check_values(_check_tasks_and_sources(apply_recipe(config, raw)))
     except ConfigError as e:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{e}") from None

@@ -11,6 +11,7 @@ import pytest
 from mmkeras.configs import ConfigError
 from mmkeras.configs import TrainerConfig
 from mmkeras.configs import load_config
+from mmkeras.configs.experiment_config import STANDARD_RECIPE
 from mmkeras.losses import SparseLabelSmoothingCrossentropy
 from training.losses import classification_loss
 from training.optimizers import make_optimizer
@@ -32,7 +33,8 @@ TINY = [
 ]
 
 
-def test_defaults_build_the_old_optimizer():
+def test_trainer_config_defaults_build_the_legacy_optimizer():
+    """`TrainerConfig()` itself is the legacy recipe; `load_config` resolves `trainer.recipe`."""
     optimizer = make_optimizer(TrainerConfig(), replicas=1)
     assert type(optimizer) is keras.optimizers.Adam
     assert float(optimizer.learning_rate) == pytest.approx(1e-3)
@@ -75,6 +77,49 @@ def test_cosine_schedule_with_warmup_epochs():
         make_optimizer(TrainerConfig(lr_schedule="cosine"), 1)
     assert steps_per_epoch(TrainerConfig(), 100, 16) == 7
     assert steps_per_epoch(TrainerConfig(steps_per_epoch=3), 100, 16) == 3
+
+
+def _recipe_keys(trainer):
+    return {key: getattr(trainer, key) for key in STANDARD_RECIPE}
+
+
+def test_classification_configs_get_the_standard_recipe_and_legacy_is_one_setting_away(tmp_path):
+    from mmkeras.configs import save_config
+
+    config = load_config(EARLY)
+    assert config.trainer.recipe == "standard" and _recipe_keys(config.trainer) == STANDARD_RECIPE
+    legacy = load_config(EARLY, ["trainer.recipe=legacy"])
+    assert legacy.trainer.recipe == "legacy"
+    assert _recipe_keys(legacy.trainer) == _recipe_keys(TrainerConfig())
+    # The resolved config is saved with every value: it reloads unchanged under either recipe.
+    save_config(legacy, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == legacy
+    with pytest.raises(ConfigError, match="trainer.recipe"):
+        load_config(EARLY, ["trainer.recipe=modern"])
+
+
+def test_keys_the_config_sets_win_over_the_recipe():
+    trainer = load_config(EARLY, ["trainer.label_smoothing=0", "trainer.lr_schedule=constant"]).trainer
+    assert (trainer.label_smoothing, trainer.lr_schedule, trainer.optimizer) == (0, "constant", "adamw")
+    # An optimizer given without a weight decay keeps its own default decay.
+    trainer = load_config(EARLY, ["trainer.optimizer=sgd"]).trainer
+    assert trainer.optimizer == "sgd" and trainer.weight_decay is None
+    # Clipping and warm-up given another way are not doubled.
+    trainer = load_config(EARLY, ["trainer.global_clipnorm=2", "trainer.warmup_steps=5"]).trainer
+    assert trainer.clipnorm is None and trainer.warmup_epochs == 0.0
+    # No one-hot classes to smooth: a regression target, or several task heads.
+    trainer = load_config(EARLY, ["model.target=regression"]).trainer
+    assert trainer.label_smoothing == 0.0 and trainer.optimizer == "adamw"
+    trainer = load_config(EARLY, ["model.tasks=[{name: parity, target: parity}]"]).trainer
+    assert trainer.label_smoothing == 0.0
+
+
+def test_other_tasks_keep_the_legacy_recipe():
+    from mmkeras.configs.cross_modal_config import load_cross_modal_config
+
+    config = load_cross_modal_config("training/configs/avmnist/dual_encoder.yaml")
+    assert config.trainer.recipe == "legacy"
+    assert _recipe_keys(config.trainer) == _recipe_keys(TrainerConfig())
 
 
 @pytest.mark.parametrize("override, message", [
