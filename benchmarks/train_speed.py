@@ -142,12 +142,15 @@ def _pipeline_seconds(config, columns, batches):
     return result
 
 
-def _compiled_models(config, strategy, xla):
-    """`{"mmkeras": model, "plain": model}` built and compiled under `strategy`, traced."""
+def _compiled_models(config, strategy, xla, train_examples):
+    """`{"mmkeras": model, "plain": model}` built and compiled under `strategy` with the
+    trainer's recipe (optimizer, schedule over the real epoch length, loss), traced."""
     import keras
 
     from mmkeras.models import build_classifier
+    from training.losses import classification_loss
     from training.optimizers import make_optimizer
+    from training.optimizers import steps_per_epoch
 
     models = {}
     with strategy.scope():
@@ -155,8 +158,10 @@ def _compiled_models(config, strategy, xla):
                             ("plain", lambda: plain_keras_model(config))):
             model = build()
             model.compile(
-                optimizer=make_optimizer(config.trainer, strategy.num_replicas_in_sync),
-                loss=keras.losses.SparseCategoricalCrossentropy(),
+                optimizer=make_optimizer(
+                    config.trainer, strategy.num_replicas_in_sync,
+                    steps_per_epoch(config.trainer, train_examples, config.data.batch_size)),
+                loss=classification_loss(config.trainer),
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                 jit_compile=xla,
             )
@@ -216,7 +221,7 @@ def measure(args):
     if n == 1:
         result["pipeline_seconds_per_batch"] = _pipeline_seconds(config, columns, args.steps)
         for xla in [False, True] if args.xla else [False]:
-            models = _compiled_models(config, strategy, xla)
+            models = _compiled_models(config, strategy, xla, len(columns["label"]))
             times = _time_interleaved(models, data, args.steps, args.rounds)
             result["runs"]["xla" if xla else "no_xla"] = _summary(times, names)
         result["parameters"] = int(models["mmkeras"].count_params())
@@ -225,7 +230,7 @@ def measure(args):
     one = runtime.make_strategy(dataclasses.replace(config.runtime, cpu_replicas=1))
     models = {}
     for replicas, strat in ((n, strategy), (1, one)):
-        for name, model in _compiled_models(config, strat, xla=False).items():
+        for name, model in _compiled_models(config, strat, False, len(columns["label"])).items():
             models[(name, replicas)] = model
     times = _time_interleaved(models, data, args.steps, args.rounds)
     result["runs"]["no_xla"] = _summary({k[0]: v for k, v in times.items() if k[1] == n}, names)
