@@ -7,6 +7,7 @@ from mmkeras.configs.experiment_config import ImageEncoderConfig
 from mmkeras.configs.experiment_config import MissingModalityConfig
 from mmkeras.configs.experiment_config import ModelConfig
 from mmkeras.configs.experiment_config import RuntimeConfig
+from mmkeras.configs.experiment_config import STANDARD_RECIPE
 from mmkeras.configs.experiment_config import TabularEncoderConfig
 from mmkeras.configs.experiment_config import TextEncoderConfig
 from mmkeras.configs.experiment_config import TimeSeriesEncoderConfig

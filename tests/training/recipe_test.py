@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mmkeras.configs import ConfigError
+from mmkeras.configs import STANDARD_RECIPE
 from mmkeras.configs import TrainerConfig
 from mmkeras.configs import load_config
-from mmkeras.configs.experiment_config import STANDARD_RECIPE
 from mmkeras.losses import SparseLabelSmoothingCrossentropy
 from training.losses import classification_loss
 from training.optimizers import make_optimizer
