@@ -77,8 +77,9 @@ def _log(message):
     print(f"[audio_robustness] {message}", flush=True)
 
 
-def train(model, recipe, out, epochs, seed):
-    """Trains `model` under `recipe` into `out/<model>-<recipe>` unless it is there already."""
+def train(model, recipe, out, epochs, seed, sets=()):
+    """Trains `model` under `recipe` (plus `sets`, `--set` overrides for every run) into
+    `out/<model>-<recipe>` unless it is there already."""
     model_dir = pathlib.Path(out) / f"{model}-{recipe}"
     if (model_dir / "report.json").is_file():
         _log(f"reusing {model_dir}")
@@ -88,7 +89,7 @@ def train(model, recipe, out, epochs, seed):
         "--config", f"training/configs/avmnist/{model}.yaml", "--model-dir", str(model_dir),
         "--set", f"trainer.epochs={epochs}", "--set", f"trainer.seed={seed}",
     ]
-    for override in RECIPES[recipe]:
+    for override in [*RECIPES[recipe], *sets]:
         command += ["--set", override]
     _log("training: " + " ".join(command[1:]))
     start = time.time()
@@ -272,6 +273,8 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--recipes", nargs="+", default=["old", "new"], choices=list(RECIPES))
     parser.add_argument("--max-test", type=int, default=None, help="first N test rows only")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for every training run (e.g. trainer.recipe=legacy)")
     parser.add_argument("--no-train", action="store_true",
                         help="score only the models already trained in --out (skip the others)")
     args = parser.parse_args(argv)
@@ -284,7 +287,7 @@ def main(argv=None):
             if args.no_train and not (out / f"{model}-{recipe}" / "report.json").is_file():
                 _log(f"--no-train: skipping {model}-{recipe} (not trained in {out})")
                 continue
-            model_dir = train(model, recipe, out, args.epochs, args.seed)
+            model_dir = train(model, recipe, out, args.epochs, args.seed, args.set)
             cached = model_dir / "robustness.json"  # the scores of this trained model
             scores = json.loads(cached.read_text()) if cached.is_file() else {}
             if scores.get("max_test") != args.max_test or set(scores.get("accuracy", {})) != set(
