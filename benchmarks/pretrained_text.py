@@ -72,8 +72,8 @@ def _run(cmd, log):
         return subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
 
 
-def train(name, seed, model_dir, epochs, log):
-    sets = [f"trainer.seed={seed}", "trainer.verbose=2"]
+def train(name, seed, model_dir, epochs, log, extra=()):
+    sets = [f"trainer.seed={seed}", "trainer.verbose=2", *extra]
     if epochs is not None:
         sets.append(f"trainer.epochs={epochs}")
     cmd = [sys.executable, "-m", "training.train", "--config", str(CONFIG_DIR / f"{name}.yaml"),
@@ -232,6 +232,8 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="+", default=None, help="a subset of the config names")
     parser.add_argument("--no-export", action="store_true", help="skip the seed-0 SavedModel exports")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for every training run (e.g. trainer.recipe=legacy)")
     parser.add_argument("--latency", action="store_true",
                         help="then export the seed-0 MiniLM runs to TFLite and time them")
     args = parser.parse_args(argv)
@@ -249,7 +251,7 @@ def main(argv=None):
                     pretrained = "minilm" in name
                     epochs = args.pretrained_epochs if pretrained else args.scratch_epochs
                     t0 = time.time()
-                    code = train(name, seed, model_dir, epochs, log)
+                    code = train(name, seed, model_dir, epochs, log, args.set)
                     print(f"[bench] {name} seed {seed}: exit {code}, {time.time() - t0:.0f} s",
                           flush=True)
                     if code != 0:
