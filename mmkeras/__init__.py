@@ -10,7 +10,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("configs", "data", "datasets", "encoders", "layers", "losses", "metrics", "models")
+_SUBPACKAGES = ("configs", "data", "datasets", "encoders", "layers", "losses", "metrics", "models",
+                "optimizers")
 
 
 def __getattr__(name):

@@ -24,7 +24,8 @@ import sys
 import warnings
 
 # The subpackages whose modules register classes (`mmkeras.api_export.mmkeras_export`).
-SERIALIZABLE = ("mmkeras.layers", "mmkeras.losses", "mmkeras.metrics", "mmkeras.models")
+SERIALIZABLE = ("mmkeras.layers", "mmkeras.losses", "mmkeras.metrics", "mmkeras.models",
+                "mmkeras.optimizers")
 
 _state = {"done": False, "depth": 0}
 

@@ -12,6 +12,7 @@ import math
 
 import keras
 
+import mmkeras.optimizers
 from mmkeras.configs import ConfigError
 
 
@@ -86,10 +87,13 @@ def make_optimizer(trainer_config, replicas, steps_per_epoch=None):
     if trainer_config.global_clipnorm is not None:
         kwargs["global_clipnorm"] = trainer_config.global_clipnorm
     name = trainer_config.optimizer.lower()
+    # With clipping, mmkeras's subclasses clip the global batch's gradient under a strategy
+    # (Keras clips each replica's share); without, Keras's own classes, as saved before.
+    library = mmkeras.optimizers if kwargs.keys() & {"clipnorm", "global_clipnorm"} else keras.optimizers
     if name == "adam":
-        return keras.optimizers.Adam(lr, **kwargs)
+        return library.Adam(lr, **kwargs)
     if name == "adamw":
-        return keras.optimizers.AdamW(lr, **kwargs)
+        return library.AdamW(lr, **kwargs)
     if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=trainer_config.momentum, **kwargs)
+        return library.SGD(lr, momentum=trainer_config.momentum, **kwargs)
     raise ValueError(f"Unknown trainer.optimizer '{trainer_config.optimizer}'.")

@@ -58,7 +58,13 @@ def runs(spec_path):
         lr = None
         if optimizer is not None:
             inner = getattr(optimizer, "inner_optimizer", optimizer)
-            lr = float(np.asarray(inner.learning_rate))
+            schedule = inner._learning_rate
+            if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+                # The schedule's peak (after the warm-up), not its value at the last step.
+                config = schedule.get_config()
+                lr = float(config.get("warmup_target") or config["initial_learning_rate"])
+            else:
+                lr = float(np.asarray(inner.learning_rate))
         result = {
             "model_dir": item["model_dir"],
             "policy_during_training": policy,
