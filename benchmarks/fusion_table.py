@@ -128,17 +128,17 @@ def targets(rows):
 
 def write_outputs(rows, out, args):
     # Without a baseline in the table (--methods), gains are left blank.
-    best_unimodal = max((r["mean"] for r in rows if r["method"] in BASELINES), default=float("nan"))
+    best_unimodal = max((r["mean"] for r in rows if r["method"] in BASELINES), default=None)
     best = max(r["mean"] for r in rows)
     lines = [
         "| method | test accuracy (mean ± std) | vs best unimodal | vs best | epochs (best) | parameters | s / epoch | TFLite KB | TFLite parity |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        gain = 100 * (r["mean"] - best_unimodal)
+        gain = ("" if r["method"] in BASELINES or best_unimodal is None
+                else f"{100 * (r['mean'] - best_unimodal):+.2f}")
         lines.append(
-            f"| {r['method']} | {_accuracy_cell(r)} | "
-            f"{'' if r['method'] in BASELINES or gain != gain else f'{gain:+.2f}'} | {100 * (r['mean'] - best):+.2f} | "
+            f"| {r['method']} | {_accuracy_cell(r)} | {gain} | {100 * (r['mean'] - best):+.2f} | "
             f"{_epochs_cell(r)} | {r['parameters']:,} | "
             f"{r['seconds_per_epoch']:.1f} | "
             f"{r.get('tflite_kb', float('nan')):.0f} | "
@@ -149,7 +149,8 @@ def write_outputs(rows, out, args):
     header = (f"AV-MNIST (weakened), {len(args.seeds)} seed(s) {args.seeds}, {budget}"
               f"{', overrides ' + str(args.set) if args.set else ''}; test split.\n\n")
     notes = "".join(f"\n- `{name}` is not in the table: {why}." for name, why in NOT_TRAINABLE.items())
-    notes += "".join(f"\n- target: {line}" for line in targets(rows))
+    target_lines = targets(rows)
+    notes += "".join(f"\n- target: {line}" for line in target_lines)
     (out / "fusion_table.md").write_text(header + "\n".join(lines) + "\n" + notes + "\n")
     with open(out / "fusion_table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["method", "mean", "std", "accuracies", "parameters",
@@ -170,7 +171,7 @@ def write_outputs(rows, out, args):
     colors = ["tab:gray" if r["method"] in BASELINES else "tab:blue" for r in order]
     ax.barh([r["method"] for r in order], [100 * r["mean"] for r in order],
             xerr=[100 * r["std"] for r in order], color=colors)
-    if best_unimodal == best_unimodal:
+    if best_unimodal is not None:
         ax.axvline(100 * best_unimodal, color="tab:red", ls="--", label="best unimodal")
     ax.set_xlabel("test accuracy (%)")
     ax.set_xlim(0, 100)
@@ -180,7 +181,7 @@ def write_outputs(rows, out, args):
     fig.tight_layout()
     fig.savefig(out / "fusion_table.png", dpi=100)
     plt.close(fig)
-    return "\n".join(lines)
+    return "\n".join(lines), target_lines
 
 
 def main(argv=None):
@@ -237,9 +238,9 @@ def main(argv=None):
                "best_epochs": [r["best_epoch"] for r in per_seed]}
         row.update({k: v for k, v in per_seed[0].items() if k.startswith("tflite")})
         rows.append(row)
-    table = write_outputs(rows, out, args)
+    table, target_lines = write_outputs(rows, out, args)
     print(table)
-    for line in targets(rows):
+    for line in target_lines:
         print(f"[fusion_table] target: {line}")
     print(f"[fusion_table] {len(rows)} methods in {time.time() - start:.0f}s -> {out}/fusion_table.md")
     if failures:

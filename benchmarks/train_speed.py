@@ -221,7 +221,7 @@ def measure(args):
     if n == 1:
         result["pipeline_seconds_per_batch"] = _pipeline_seconds(config, columns, args.steps)
         for xla in [False, True] if args.xla else [False]:
-            models = _compiled_models(config, strategy, xla, len(columns["label"]))
+            models = _compiled_models(config, strategy, xla, result["train_examples"])
             times = _time_interleaved(models, data, args.steps, args.rounds)
             result["runs"]["xla" if xla else "no_xla"] = _summary(times, names)
         result["parameters"] = int(models["mmkeras"].count_params())
@@ -230,7 +230,7 @@ def measure(args):
     one = runtime.make_strategy(dataclasses.replace(config.runtime, cpu_replicas=1))
     models = {}
     for replicas, strat in ((n, strategy), (1, one)):
-        for name, model in _compiled_models(config, strat, False, len(columns["label"])).items():
+        for name, model in _compiled_models(config, strat, False, result["train_examples"]).items():
             models[(name, replicas)] = model
     times = _time_interleaved(models, data, args.steps, args.rounds)
     result["runs"]["no_xla"] = _summary({k[0]: v for k, v in times.items() if k[1] == n}, names)

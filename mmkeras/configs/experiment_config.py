@@ -883,7 +883,7 @@ def apply_recipe(config, raw):
         recipe = "standard" if getattr(config, "task", None) == "classification" else "legacy"
     if recipe not in RECIPES:
         return config  # check_values names the key and the choices
-    given = set((raw.get("trainer") or {}) if isinstance(raw.get("trainer"), dict) else ())
+    given = set(raw["trainer"]) if isinstance(raw.get("trainer"), dict) else set()
     updates = {"recipe": recipe}
     if recipe == "standard":
         model = getattr(config, "model", None)
