@@ -945,5 +945,11 @@ def save_config(config, path):
 
 
 def config_from_dict(values, base=None):
-    """A config from a resolved dict (e.g. a model directory's `config.yaml`), checked."""
+    """A config from a resolved dict (e.g. a model directory's `config.yaml`), checked.
+
+    A resolved trainer section without `recipe` was written before `trainer.recipe` existed:
+    its values are the legacy recipe's, and it is labelled so."""
+    trainer = values.get("trainer")
+    if isinstance(trainer, dict) and "recipe" not in trainer:
+        values = {**values, "trainer": {**trainer, "recipe": "legacy"}}
     return check_values(_check_tasks_and_sources(_merge(base or ExperimentConfig(), values, "")))

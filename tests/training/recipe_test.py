@@ -100,6 +100,18 @@ def test_classification_configs_get_the_standard_recipe_and_legacy_is_one_settin
         load_config(EARLY, ["trainer.recipe=modern"])
 
 
+def test_a_model_directory_from_before_the_recipe_reloads_as_legacy():
+    from mmkeras.configs import config_from_dict
+    from mmkeras.configs import to_dict
+
+    values = to_dict(load_config(EARLY, ["trainer.recipe=legacy"]))
+    for key in ("recipe", *STANDARD_RECIPE):  # the keys that did not exist yet
+        del values["trainer"][key]
+    trainer = config_from_dict(values).trainer
+    assert trainer.recipe == "legacy" and _recipe_keys(trainer) == _recipe_keys(TrainerConfig())
+    assert config_from_dict(to_dict(load_config(EARLY))).trainer.recipe == "standard"
+
+
 def test_keys_the_config_sets_win_over_the_recipe():
     trainer = load_config(EARLY, ["trainer.label_smoothing=0", "trainer.lr_schedule=constant"]).trainer
     assert (trainer.label_smoothing, trainer.lr_schedule, trainer.optimizer) == (0, "constant", "adamw")
