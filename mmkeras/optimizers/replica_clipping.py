@@ -11,6 +11,13 @@ replica, each replica sums the shares first (one extra all-reduce, only when a c
 is set), clips the sum as Keras would on one device, and hands on its `1 / replicas` part of
 the clipped sum, so the optimizer's own all-reduce rebuilds exactly the clipped global
 gradient. Without a strategy, with one replica or without clipping it is Keras's own clipping.
+
+Under `mixed_float16` the `LossScaleOptimizer` calls the inner optimizer's `apply` only when the
+gradients are finite. With merge calls (every CPU run, and GPUs without XLA) that decision is
+taken once for all replicas; without them (XLA on GPUs only) each replica takes it on its own
+gradients, and the extra all-reduce here sits in the same branch as Keras's own all-reduce of
+the gradients (`_backend_update_step`), so it adds no way of replicas diverging that Keras
+does not already have.
 """
 
 import keras
