@@ -160,7 +160,8 @@ def _compiled_models(config, strategy, xla, train_examples):
             model.compile(
                 optimizer=make_optimizer(
                     config.trainer, strategy.num_replicas_in_sync,
-                    steps_per_epoch(config.trainer, train_examples, config.data.batch_size)),
+                    steps_per_epoch(config.trainer, train_examples, config.data.batch_size),
+                    model=model),
                 loss=classification_loss(config.trainer),
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                 jit_compile=xla,

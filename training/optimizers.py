@@ -67,7 +67,7 @@ def learning_rate(trainer_config, replicas=1, steps_per_epoch=None):
     )
 
 
-def make_optimizer(trainer_config, replicas, steps_per_epoch=None):
+def make_optimizer(trainer_config, replicas, steps_per_epoch=None, model=None):
     """The configured optimizer.
 
     Args:
@@ -77,6 +77,7 @@ def make_optimizer(trainer_config, replicas, steps_per_epoch=None):
             by default).
         steps_per_epoch: optimizer steps per epoch (`steps_per_epoch()`), for schedules
             counted in epochs; None: `trainer.steps_per_epoch`.
+        model: the model to train; `trainer.lr_multipliers` name its layers.
     """
     lr = learning_rate(trainer_config, replicas, steps_per_epoch)
     kwargs = {}
@@ -86,14 +87,27 @@ def make_optimizer(trainer_config, replicas, steps_per_epoch=None):
         kwargs["clipnorm"] = trainer_config.clipnorm
     if trainer_config.global_clipnorm is not None:
         kwargs["global_clipnorm"] = trainer_config.global_clipnorm
+    if trainer_config.lr_multipliers:
+        kwargs["lr_multipliers"] = dict(trainer_config.lr_multipliers)
     name = trainer_config.optimizer.lower()
     # With clipping, mmkeras's subclasses clip the global batch's gradient under a strategy
-    # (Keras clips each replica's share); without, Keras's own classes, as saved before.
-    library = mmkeras.optimizers if kwargs.keys() & {"clipnorm", "global_clipnorm"} else keras.optimizers
+    # (Keras clips each replica's share), and they hold the learning-rate multipliers;
+    # without either, Keras's own classes, as saved before.
+    library = (mmkeras.optimizers if kwargs.keys() & {"clipnorm", "global_clipnorm", "lr_multipliers"}
+               else keras.optimizers)
     if name == "adam":
-        return library.Adam(lr, **kwargs)
-    if name == "adamw":
-        return library.AdamW(lr, **kwargs)
-    if name == "sgd":
-        return library.SGD(lr, momentum=trainer_config.momentum, **kwargs)
-    raise ValueError(f"Unknown trainer.optimizer '{trainer_config.optimizer}'.")
+        optimizer = library.Adam(lr, **kwargs)
+    elif name == "adamw":
+        optimizer = library.AdamW(lr, **kwargs)
+    elif name == "sgd":
+        optimizer = library.SGD(lr, momentum=trainer_config.momentum, **kwargs)
+    else:
+        raise ValueError(f"Unknown trainer.optimizer '{trainer_config.optimizer}'.")
+    if "lr_multipliers" in kwargs:
+        if model is None:
+            raise ValueError("trainer.lr_multipliers needs the model: pass make_optimizer(model=).")
+        try:
+            optimizer.bind_layers(model)
+        except ValueError as e:
+            raise ConfigError(f"trainer.{e}") from None
+    return optimizer

@@ -8,6 +8,7 @@ export can run from the directory alone.
 
 import copy
 import dataclasses
+import math
 import pathlib
 import typing
 
@@ -448,6 +449,9 @@ class TrainerConfig:
             with `clipnorm`).
         label_smoothing: the main head's cross-entropy against `(1 - s) * one_hot + s / K`
             (K classes); 0 = plain sparse cross-entropy.
+        lr_multipliers: `{layer: m}` trains that layer of the model at `m` times the learning
+            rate (and weight decay); a modality name means its encoder (`audio` =
+            `audio_encoder`), e.g. `{image: 0.1}` for a pretrained image encoder. Empty: off.
     """
 
     epochs: int = 10
@@ -472,6 +476,7 @@ class TrainerConfig:
     clipnorm: typing.Optional[float] = None
     global_clipnorm: typing.Optional[float] = None
     label_smoothing: float = 0.0
+    lr_multipliers: typing.Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -786,6 +791,12 @@ def check_values(config):
     if _get(config, "trainer.clipnorm") not in (_MISSING, None) and _get(
             config, "trainer.global_clipnorm") not in (_MISSING, None):
         raise ConfigError("Set one of 'trainer.clipnorm' and 'trainer.global_clipnorm', not both.")
+    multipliers = _get(config, "trainer.lr_multipliers")
+    for name, value in (multipliers.items() if isinstance(multipliers, dict) else ()):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) and value >= 0):
+            raise ConfigError(f"'trainer.lr_multipliers.{name}' must be a number >= 0, "
+                              f"got {value!r}.")
     target = _get(config, "model.target")
     if _get(config, "trainer.label_smoothing") and target in ("multilabel", "regression"):
         raise ConfigError(

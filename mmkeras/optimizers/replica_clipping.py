@@ -20,9 +20,6 @@ the gradients (`_backend_update_step`), so it adds no way of replicas diverging 
 does not already have.
 """
 
-import keras
-
-from mmkeras.api_export import mmkeras_export
 from mmkeras.losses.distributed import replica_context
 
 
@@ -41,18 +38,3 @@ class ReplicaClipping:
         for i, g in zip(present, clipped):
             out[i] = g * share
         return out
-
-
-@mmkeras_export("mmkeras.optimizers.Adam")
-class Adam(ReplicaClipping, keras.optimizers.Adam):
-    """`keras.optimizers.Adam` clipping the global batch's gradient under `tf.distribute`."""
-
-
-@mmkeras_export("mmkeras.optimizers.AdamW")
-class AdamW(ReplicaClipping, keras.optimizers.AdamW):
-    """`keras.optimizers.AdamW` clipping the global batch's gradient under `tf.distribute`."""
-
-
-@mmkeras_export("mmkeras.optimizers.SGD")
-class SGD(ReplicaClipping, keras.optimizers.SGD):
-    """`keras.optimizers.SGD` clipping the global batch's gradient under `tf.distribute`."""

@@ -1,6 +1,7 @@
 """`mmkeras.optimizers`: under MirroredStrategy on 2 logical CPUs, a clipped update equals one
 device's clipped update of the summed gradient (Keras's own optimizer clips each replica's
-share, and differs); on one device it is Keras's update; the classes serialize."""
+share, and differs), and a layer's learning-rate multiplier reaches every replica's copy of its
+variables; on one device it is Keras's update; the classes serialize."""
 
 import json
 import os
@@ -61,6 +62,41 @@ for clip in ({"clipnorm": 1.0}, {"global_clipnorm": 1.0}):
         "mmkeras": updated(mmkeras.optimizers.SGD, clip, True),
         "keras": updated(keras.optimizers.SGD, clip, True),
     }
+
+
+def multiplied(distributed, lr=1.0, multipliers=None):
+    """Two Dense layers `a`, `b` after one SGD step; `b` at multiplier 0.5 (mmkeras)."""
+    def make():
+        inputs = keras.Input((2,))
+        hidden = keras.layers.Dense(2, name="a", kernel_initializer="zeros")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="b", kernel_initializer="zeros")(hidden))
+        if multipliers is None:
+            return model.trainable_variables, keras.optimizers.SGD(learning_rate=lr)
+        optimizer = mmkeras.optimizers.SGD(learning_rate=lr, lr_multipliers=multipliers)
+        return model.trainable_variables, optimizer.bind_layers(model)
+
+    if not distributed:
+        variables, optimizer = make()
+        optimizer.apply([tf.constant(SHARES.sum(0)), tf.constant(BIAS.sum(0))] * 2, variables)
+        return [v.numpy().tolist() for v in variables]
+    with strategy.scope():
+        variables, optimizer = make()
+        optimizer.build(variables)
+
+    def replica():
+        i = tf.distribute.get_replica_context().replica_id_in_sync_group
+        optimizer.apply([tf.gather(tf.constant(SHARES), i), tf.gather(tf.constant(BIAS), i)] * 2,
+                        variables)
+
+    tf.function(lambda: strategy.run(replica))()
+    return [v.numpy().tolist() for v in variables]
+
+
+results["lr_multipliers"] = {
+    "mmkeras": multiplied(True, multipliers={"b": 0.5}),
+    "full": multiplied(False),
+    "half": multiplied(False, lr=0.5),
+}
 print("RESULTS" + json.dumps(results))
 '''
 
@@ -83,6 +119,16 @@ def test_two_replicas_clip_the_global_gradient(mirrored_updates, clip):
     # Keras's own optimizer clips each replica's share, so its update is not the single one.
     assert max(np.max(np.abs(np.subtract(k, s))) for k, s in
                zip(result["keras"], result["single"])) > 0.1
+
+
+def test_two_replicas_apply_the_layer_multiplier(mirrored_updates):
+    """Under MirroredStrategy each replica's variable finds its layer's multiplier."""
+    result = mirrored_updates["lr_multipliers"]
+    for ours, full in zip(result["mmkeras"][:2], result["full"][:2]):  # layer a: m = 1
+        np.testing.assert_allclose(ours, full, atol=1e-6)
+    for ours, half in zip(result["mmkeras"][2:], result["half"][2:]):  # layer b: m = 0.5
+        np.testing.assert_allclose(ours, half, atol=1e-6)
+    assert np.max(np.abs(np.subtract(result["full"][2], result["half"][2]))) > 0.1
 
 
 def test_one_device_update_is_keras_update():

@@ -155,7 +155,8 @@ RECIPES = {
         "trainer.warmup_epochs=0.5", "trainer.clipnorm=1.0", "trainer.label_smoothing=0.1"],
     "sgd_warmup_steps_global_clip": [
         "trainer.optimizer=sgd", "trainer.learning_rate=0.01", "trainer.weight_decay=0.0005",
-        "trainer.warmup_steps=2", "trainer.global_clipnorm=1.0"],
+        "trainer.warmup_steps=2", "trainer.global_clipnorm=1.0",
+        "trainer.lr_multipliers={image: 0.5}"],
 }
 
 
@@ -169,6 +170,7 @@ def test_recipe_trains_a_tiny_epoch(name, avmnist_small, tmp_path):
     model = keras.saving.load_model(tmp_path / name / "model.keras")
     smoothing = config.trainer.label_smoothing
     assert isinstance(model.loss, SparseLabelSmoothingCrossentropy) == bool(smoothing)
+    assert getattr(model.optimizer, "lr_multipliers", {}) == config.trainer.lr_multipliers
     history = (tmp_path / name / "history.csv").read_text().splitlines()
     assert len(history) == 2 and math.isfinite(float(history[1].split(",")[2]))
 

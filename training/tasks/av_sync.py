@@ -215,7 +215,7 @@ class AVSyncTask(Task):
     def build_model(self, config, data, strategy):
         model = build_av_sync_model(config, data.recipe)
         model.compile(
-            optimizer=self.optimizer(config, data, strategy),
+            optimizer=self.optimizer(config, data, strategy, model),
             loss={OFFSET_LOGITS: keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
             metrics={
                 OFFSET_LOGITS: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],

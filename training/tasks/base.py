@@ -69,12 +69,12 @@ class Task:
         return (data.dataset("train", config.data, training=True),
                 data.dataset("validation", config.data))
 
-    def optimizer(self, config, data, strategy):
-        """The configured optimizer (`trainer.*`), with the steps per epoch that schedules
-        counted in epochs (`lr_schedule: cosine`, `warmup_epochs`) need."""
+    def optimizer(self, config, data, strategy, model):
+        """The configured optimizer (`trainer.*`) of `model`, with the steps per epoch that
+        schedules counted in epochs (`lr_schedule: cosine`, `warmup_epochs`) need."""
         steps = steps_per_epoch(config.trainer, self.data_size(data, "train"),
                                 config.data.batch_size)
-        return make_optimizer(config.trainer, strategy.num_replicas_in_sync, steps)
+        return make_optimizer(config.trainer, strategy.num_replicas_in_sync, steps, model=model)
 
     def build_model(self, config, data, strategy):
         """The compiled model (called inside `strategy.scope()`)."""

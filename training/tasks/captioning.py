@@ -283,7 +283,7 @@ class CaptioningTask(Task):
             name=config.model.name,
         )
         model.compile(
-            optimizer=self.optimizer(config, data, strategy),
+            optimizer=self.optimizer(config, data, strategy, model),
             loss=keras.losses.SparseCategoricalCrossentropy(
                 from_logits=True, ignore_class=vocab_lib.PAD),
             jit_compile=runtime.resolve_jit_compile(config.runtime, strategy),

@@ -208,7 +208,7 @@ class ClassificationTask(Task):
         # The custom loop's per-example loss: the same loss (label smoothing included).
         self._per_example_loss = classification_loss(config.trainer, reduction=None)
         model.compile(
-            optimizer=self.optimizer(config, data, strategy),
+            optimizer=self.optimizer(config, data, strategy, model),
             jit_compile=runtime.resolve_jit_compile(config.runtime, strategy),
             **losses,
         )

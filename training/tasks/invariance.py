@@ -138,7 +138,7 @@ class InvarianceTask(Task):
             gradient_penalty=cm.discriminator_gradient_penalty,
         )
         model.compile(
-            optimizer=self.optimizer(config, data, strategy),
+            optimizer=self.optimizer(config, data, strategy, model),
             discriminator_optimizer=keras.optimizers.Adam(discriminator_learning_rate(config)),
             jit_compile=runtime.resolve_jit_compile(config.runtime, strategy),
         )

@@ -103,7 +103,7 @@ class RetrievalTask(Task):
             name=config.model.name,
         )
         model.compile(
-            optimizer=self.optimizer(config, data, strategy),
+            optimizer=self.optimizer(config, data, strategy, model),
             loss=make_pair_loss(cross_modal, modalities),
             jit_compile=runtime.resolve_jit_compile(config.runtime, strategy),
         )

@@ -185,7 +185,7 @@ class SharedAutoencoderTask(Task):
             loss = {reconstruction_key(m): "mse" for m in MODALITIES}
             weights = {reconstruction_key(m): scale[m] for m in MODALITIES}
         trainee.compile(
-            optimizer=self.optimizer(config, data, strategy),
+            optimizer=self.optimizer(config, data, strategy, trainee),
             loss=loss, loss_weights=weights,
             jit_compile=runtime.resolve_jit_compile(config.runtime, strategy),
         )
