@@ -44,6 +44,8 @@ def recipe_hparams(config):
         "trainer.label_smoothing": t.label_smoothing,
         "trainer.epochs": t.epochs,
         "data.batch_size": config.data.batch_size,
+        **{f"trainer.lr_multipliers.{name}": value
+           for name, value in sorted(t.lr_multipliers.items())},
     }
 
 
