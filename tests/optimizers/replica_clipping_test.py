@@ -33,14 +33,12 @@ strategy = tf.distribute.MirroredStrategy(
     ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice("/cpu:0"))
 
 
-def updated(cls, clip, distributed):
-    def make():
-        variables = [tf.Variable(tf.zeros((2, 2))), tf.Variable(tf.zeros((2,)))]
-        return variables, cls(learning_rate=1.0, **clip)
-
+def step(make, distributed, copies=1):
+    """The variables of `make()` after one update: on one device with the summed gradient, or
+    on 2 replicas with one share each (`copies` variable pairs, each given SHARES and BIAS)."""
     if not distributed:
         variables, optimizer = make()
-        optimizer.apply([tf.constant(SHARES.sum(0)), tf.constant(BIAS.sum(0))], variables)
+        optimizer.apply([tf.constant(SHARES.sum(0)), tf.constant(BIAS.sum(0))] * copies, variables)
         return [v.numpy().tolist() for v in variables]
     with strategy.scope():
         variables, optimizer = make()
@@ -48,11 +46,16 @@ def updated(cls, clip, distributed):
 
     def replica():
         i = tf.distribute.get_replica_context().replica_id_in_sync_group
-        optimizer.apply([tf.gather(tf.constant(SHARES), i), tf.gather(tf.constant(BIAS), i)],
-                        variables)
+        optimizer.apply([tf.gather(tf.constant(SHARES), i), tf.gather(tf.constant(BIAS), i)]
+                        * copies, variables)
 
     tf.function(lambda: strategy.run(replica))()
     return [v.numpy().tolist() for v in variables]
+
+
+def updated(cls, clip, distributed):
+    return step(lambda: ([tf.Variable(tf.zeros((2, 2))), tf.Variable(tf.zeros((2,)))],
+                         cls(learning_rate=1.0, **clip)), distributed)
 
 
 results = {}
@@ -75,21 +78,7 @@ def multiplied(distributed, lr=1.0, multipliers=None):
         optimizer = mmkeras.optimizers.SGD(learning_rate=lr, lr_multipliers=multipliers)
         return model.trainable_variables, optimizer.bind_layers(model)
 
-    if not distributed:
-        variables, optimizer = make()
-        optimizer.apply([tf.constant(SHARES.sum(0)), tf.constant(BIAS.sum(0))] * 2, variables)
-        return [v.numpy().tolist() for v in variables]
-    with strategy.scope():
-        variables, optimizer = make()
-        optimizer.build(variables)
-
-    def replica():
-        i = tf.distribute.get_replica_context().replica_id_in_sync_group
-        optimizer.apply([tf.gather(tf.constant(SHARES), i), tf.gather(tf.constant(BIAS), i)] * 2,
-                        variables)
-
-    tf.function(lambda: strategy.run(replica))()
-    return [v.numpy().tolist() for v in variables]
+    return step(make, distributed, copies=2)
 
 
 results["lr_multipliers"] = {
