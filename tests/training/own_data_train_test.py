@@ -186,8 +186,19 @@ def _exported_outputs(model_dir):
     return report
 
 
+def _tflite_cli(model_dir, capsys):
+    """`python -m serving.tflite_predict --json` on the exported TFLite model with every input
+    marked missing (the outputs' names and form are what is checked)."""
+    from serving import tflite_predict
+
+    capsys.readouterr()
+    model = model_dir / "export" / "tflite" / "model.tflite"
+    assert tflite_predict.main(["--model", str(model), "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
 @pytest.mark.large
-def test_multilabel_table_trains_and_predicts_label_sets(product_table):
+def test_multilabel_table_trains_and_predicts_label_sets(product_table, capsys):
     root, rows, table = product_table
     model_dir = root / "tags_run"
     report = _train(table, "tags", model_dir)
@@ -226,6 +237,10 @@ def test_multilabel_table_trains_and_predicts_label_sets(product_table):
     assert exported["savedmodel"]["outputs"] == ["probabilities", "multi_hot"]
     assert exported["target"] == "multilabel"
     assert exported["tflite"]["passed"] and exported["tflite"]["heads"] == ["probabilities"]
+    answer = _tflite_cli(model_dir, capsys)  # the label set, not an argmax
+    assert sorted(answer) == ["multi_hot", "probabilities"]
+    assert answer["multi_hot"] == [int(p >= 0.5) for p in answer["probabilities"]]
+    assert len(answer["probabilities"]) == len(vocab["labels"])
     # Explained: one label's probability; the example's label is its set of true labels.
     summary, _ = explain.explain(model_dir, 0, out=root / "tags_explain", target="label",
                                  steps=16)
@@ -235,7 +250,7 @@ def test_multilabel_table_trains_and_predicts_label_sets(product_table):
 
 
 @pytest.mark.large
-def test_regression_table_trains_and_predicts_values_in_real_units(product_table):
+def test_regression_table_trains_and_predicts_values_in_real_units(product_table, capsys):
     root, rows, table = product_table
     model_dir = root / "rating_run"
     report = _train(table, "rating", model_dir)
@@ -267,6 +282,8 @@ def test_regression_table_trains_and_predicts_values_in_real_units(product_table
     assert exported["savedmodel"]["outputs"] == ["value"]
     assert exported["tflite"]["passed"] and exported["tflite"]["heads"] == ["value"]
     assert exported["tflite"]["max_abs_diff_per_std"] <= 1e-4
+    answer = _tflite_cli(model_dir, capsys)  # one value, in real units
+    assert list(answer) == ["value"] and np.isfinite(answer["value"])
     # Explained: the value (integrated gradients complete against it; ablation in real units).
     summary, _ = explain.explain(model_dir, 0, out=root / "rating_explain", steps=16)
     assert summary["model_target"] == "regression" and summary["target"] == 0
