@@ -13,8 +13,9 @@ benchmark continues where it stopped. Writes `<out>/fusion_table.{md,csv,png}` a
 `fusion_table.json`.
 
 `--jobs N` trains N runs at a time, each pinned to its own share of the CPUs
-(`os.sched_setaffinity`), in the same seed-major order, so that runs side by side do not fight
-over the cores; each run's s / epoch is then that of fewer cores (the table's header says so).
+(`os.sched_setaffinity`), in the same seed-major order. TensorFlow does not keep two cores busy
+with one of these small models, so side-by-side runs can finish the table sooner; each run's
+s / epoch is then that of fewer cores (the table's header says so).
 """
 
 import argparse
