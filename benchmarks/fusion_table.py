@@ -11,20 +11,12 @@ of each method is exported to TFLite (`python -m serving.export --format tflite`
 and a parity check. Runs already finished with the same config are reused, so an interrupted
 benchmark continues where it stopped. Writes `<out>/fusion_table.{md,csv,png}` and
 `fusion_table.json`.
-
-`--jobs N` trains N runs at a time, each pinned to its own share of the CPUs
-(`os.sched_setaffinity`), in the same seed-major order. TensorFlow does not keep two cores busy
-with one of these small models, so side-by-side runs can finish the table sooner; each run's
-s / epoch is then that of fewer cores (the table's header says so).
 """
 
 import argparse
-import concurrent.futures
 import csv
 import json
-import os
 import pathlib
-import queue
 import subprocess
 import sys
 import time
@@ -46,25 +38,16 @@ def methods():
     return list(BASELINES) + [name for name in fusion if name not in NOT_TRAINABLE]
 
 
-def cpu_groups(jobs):
-    """`jobs` disjoint, near-equal sets of the CPUs this process may use."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if not 1 <= jobs <= len(cpus):
-        raise ValueError(f"--jobs must be between 1 and the {len(cpus)} CPUs available, got {jobs}.")
-    return [set(cpus[i::jobs]) for i in range(jobs)]
-
-
-def _run(cmd, log, cpus=None):
-    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+def _run(cmd, log):
     with open(log, "a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, preexec_fn=pin)
+        result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     if result.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}); see {log}")
 
 
-def run(method, seed, args, out, cpus=None):
+def run(method, seed, args, out):
     from mmkeras.configs import load_config
     from training.demo import is_up_to_date
 
@@ -82,7 +65,7 @@ def run(method, seed, args, out, cpus=None):
             raise RuntimeError("not run yet")
         _run([sys.executable, "-m", "training.train", "--config", str(config_path),
               "--model-dir", str(model_dir), "--fresh",
-              *[x for s in sets for x in ("--set", s)]], log, cpus)
+              *[x for s in sets for x in ("--set", s)]], log)
     report = json.loads((model_dir / "report.json").read_text())
     row = {
         "accuracy": report["test"]["accuracy"],
@@ -98,8 +81,7 @@ def run(method, seed, args, out, cpus=None):
             if args.collect_only:
                 raise RuntimeError("not exported yet")
             _run([sys.executable, "-m", "serving.export", "--model-dir", str(model_dir),
-                  "--format", "tflite", "--max-parity-examples", str(args.parity_examples)], log,
-                 cpus)
+                  "--format", "tflite", "--max-parity-examples", str(args.parity_examples)], log)
         parity = json.loads(parity_path.read_text())
         row["tflite_kb"] = parity["tflite"]["bytes"] / 1024
         row["tflite_max_diff"] = parity["tflite"]["max_abs_diff"]
@@ -164,8 +146,6 @@ def write_outputs(rows, out, args):
         )
     budget = f"up to {args.epochs} epochs, early stopping patience {args.patience}" if args.patience \
         else f"{args.epochs} epoch(s)"
-    if args.jobs > 1:
-        budget += f", {args.jobs} runs at a time (s / epoch on {len(cpu_groups(args.jobs)[-1])} CPU(s))"
     header = (f"AV-MNIST (weakened), {len(args.seeds)} seed(s) {args.seeds}, {budget}"
               f"{', overrides ' + str(args.set) if args.set else ''}; test split.\n\n")
     notes = "".join(f"\n- `{name}` is not in the table: {why}." for name, why in NOT_TRAINABLE.items())
@@ -216,8 +196,6 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--parity-examples", type=int, default=500)
     parser.add_argument("--no-export", action="store_true")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="runs at a time, each pinned to its own share of the CPUs")
     parser.add_argument("--collect-only", action="store_true",
                         help="train nothing: tabulate the runs that have finished")
     parser.add_argument("--quick", action="store_true",
@@ -229,39 +207,27 @@ def main(argv=None):
         args.parity_examples = 100
         if args.out == parser.get_default("out"):
             args.out += "_quick"
-    try:
-        cpu_groups(args.jobs)
-    except ValueError as e:
-        parser.error(str(e))
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.methods or methods()
     start = time.time()
-    finished, failures = {}, []
-    groups = queue.Queue()
-    for group in (cpu_groups(args.jobs) if args.jobs > 1 else [None]):
-        groups.put(group)
-
-    def one(seed, method):
-        cpus, t = groups.get(), time.time()
-        try:
-            finished[method, seed] = run(method, seed, args, out, cpus)
-        except RuntimeError as e:  # one failed run must not cost the others
-            failures.append(f"{method} seed {seed}: {e}")
-            print(f"[fusion_table] FAILED {failures[-1]}", flush=True)
-            return
-        finally:
-            groups.put(cpus)
-        print(f"[fusion_table] {method} seed {seed}: accuracy "
-              f"{finished[method, seed]['accuracy']:.4f} ({time.time() - t:.0f}s)", flush=True)
-
+    results, failures = {name: [] for name in names}, []
     # Seed-major order: every method gets its first seed before any gets a second, so a
     # partial run already compares all methods.
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda job: one(*job), [(seed, m) for seed in args.seeds for m in names]))
+    for seed in args.seeds:
+        for method in names:
+            t = time.time()
+            try:
+                results[method].append(run(method, seed, args, out))
+            except RuntimeError as e:  # one failed run must not cost the others
+                failures.append(f"{method} seed {seed}: {e}")
+                print(f"[fusion_table] FAILED {failures[-1]}", flush=True)
+                continue
+            print(f"[fusion_table] {method} seed {seed}: accuracy "
+                  f"{results[method][-1]['accuracy']:.4f} ({time.time() - t:.0f}s)", flush=True)
     rows = []
     for method in names:
-        per_seed = [finished[method, seed] for seed in args.seeds if (method, seed) in finished]
+        per_seed = results[method]
         if not per_seed:
             continue
         accuracies = [r["accuracy"] for r in per_seed]
