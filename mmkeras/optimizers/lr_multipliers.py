@@ -38,7 +38,7 @@ class LearningRateMultipliers:
         layers = {layer.name: layer for layer in model.layers if layer.trainable_weights}
         factors = {}
         for name, value in self.lr_multipliers.items():
-            layer = layers.get(name) or layers.get(f"{name}_encoder")
+            layer = layers[name] if name in layers else layers.get(f"{name}_encoder")
             if layer is None:
                 raise ValueError(
                     f"lr_multipliers: the model has no layer '{name}' (nor '{name}_encoder') "

@@ -27,7 +27,7 @@ def _model():
 
 
 def _step(optimizer, bind=True):
-    """The layers' weights after one update with gradients of ones."""
+    """The layers' weights after one update with fixed gradients."""
     model = _model()
     if bind:
         optimizer.bind_layers(model)
