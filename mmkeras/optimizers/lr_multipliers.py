@@ -10,10 +10,11 @@ invariant), hence the learning rate.
 
 The multipliers are saved with the optimizer as `{layer name: m}`; which variables they cover
 is bound to a model by `bind_layers(model)`, which the trainer calls after building the model.
-A name is a layer of the model (`fusion`, `head_dense0`) or a modality, meaning its
-`<modality>_encoder`. Decoupled weight decay (AdamW, or `weight_decay` on any optimizer) is
-scaled too, as `m * lr * weight_decay`, so that a small multiplier does not leave weight decay
-pulling a pretrained encoder towards zero at the full rate.
+A name is a layer of the model (`fusion`, `head_dense0`), at any depth (the network inside a
+trainer model, a block inside an encoder), or a modality, meaning its `<modality>_encoder`.
+Decoupled weight decay (AdamW, or `weight_decay` on any optimizer) is scaled too, as
+`m * lr * weight_decay`, so that a small multiplier does not leave weight decay pulling a
+pretrained encoder towards zero at the full rate.
 """
 
 import math
@@ -34,15 +35,32 @@ class LearningRateMultipliers:
         self._factors = None  # {variable key: multiplier}, set by bind_layers
 
     def bind_layers(self, model):
-        """Resolves the multipliers' layer names against `model` (call before training)."""
-        layers = {layer.name: layer for layer in model.layers if layer.trainable_weights}
-        factors = {}
+        """Resolves the multipliers' layer names against `model` (call before training).
+
+        Names are looked up at any depth (a trainer model that wraps the network, an encoder
+        inside it); a name must be unique among the layers with weights. A variable covered by
+        two names (`network` and its `audio_encoder`) takes the innermost one's multiplier.
+        """
+        found = {}  # name -> [(depth, layer)]
+        for depth, layer in _layers_with_weights(model):
+            found.setdefault(layer.name, []).append((depth, layer))
+        matched = []
         for name, value in self.lr_multipliers.items():
-            layer = layers[name] if name in layers else layers.get(f"{name}_encoder")
-            if layer is None:
+            key = name if name in found else f"{name}_encoder"
+            if key not in found:
+                outer = sorted(n for n, places in found.items() if places[0][0] <= 2)
+                deeper = len(found) - len(outer)
                 raise ValueError(
                     f"lr_multipliers: the model has no layer '{name}' (nor '{name}_encoder') "
-                    f"with weights; its layers with weights are {sorted(layers)}.")
+                    f"with weights; its layers with weights are {outer}"
+                    + (f" and {deeper} more inside them." if deeper else "."))
+            if len(found[key]) > 1:
+                raise ValueError(
+                    f"lr_multipliers: '{key}' names {len(found[key])} different layers of the "
+                    "model; rename them or name a layer that contains only one.")
+            matched.append((*found[key][0], value))
+        factors = {}
+        for _, layer, value in sorted(matched, key=lambda m: m[0]):  # inner names override
             for variable in layer.trainable_weights:
                 factors[self._var_key(variable)] = value
         self._factors = factors
@@ -77,3 +95,19 @@ class LearningRateMultipliers:
         config = super().get_config()
         config["lr_multipliers"] = dict(self.lr_multipliers)
         return config
+
+
+def _layers_with_weights(model):
+    """`(depth, layer)` for every distinct layer with trainable weights inside `model`,
+    breadth first (depth 1: `model.layers`); nested models are entered."""
+    seen, queue, out = set(), [(1, layer) for layer in model.layers], []
+    while queue:
+        depth, layer = queue.pop(0)
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if layer.trainable_weights:
+            out.append((depth, layer))
+        queue += [(depth + 1, inner) for inner in getattr(layer, "layers", ())]
+    return out
+

@@ -88,3 +88,31 @@ def _model_like(config):
     from mmkeras.models import build_classifier
 
     return build_classifier(config.model, config.data)
+
+
+class _Wrapper(keras.Model):
+    """A trainer-style model holding the network (as the invariance task's does)."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def call(self, inputs):
+        return self.network(inputs)
+
+
+def test_names_are_found_inside_nested_models_and_the_innermost_wins():
+    network = _model()
+    wrapper = _Wrapper(network)
+    optimizer = optimizers.SGD(0.1, lr_multipliers={"audio": 0.5, network.name: 2.0})
+    optimizer.bind_layers(wrapper)
+    factors = [optimizer._factor(v) for v in network.trainable_variables]
+    assert factors == [0.5, 0.5, 2.0, 2.0]  # audio_encoder's kernel, bias; head's kernel, bias
+    with pytest.raises(ValueError, match=rf"no layer 'video'.*\['audio_encoder', '{network.name}', "
+                                         r"'head'\]\."):
+        optimizers.SGD(0.1, lr_multipliers={"video": 2}).bind_layers(wrapper)
+    twice = _Wrapper(keras.Sequential([_model(), _model()]))
+    with pytest.raises(ValueError, match="'head' names 2 different layers"):
+        optimizers.SGD(0.1, lr_multipliers={"head": 2}).bind_layers(twice)
+    with pytest.raises(ValueError, match=r"no layer 'video'.* and 2 more inside them\."):
+        optimizers.SGD(0.1, lr_multipliers={"video": 2}).bind_layers(twice)

@@ -50,6 +50,8 @@ def test_invariance_task_with_every_option(avmnist_small, tmp_path, capsys):
         "cross_modal.discriminator_gradient_penalty=1.0",
         "cross_modal.moment_matching=paired", "cross_modal.moment_weight=0.5",
         "cross_modal.discriminator_steps=2", "cross_modal.adversary_warmup_epochs=0.5",
+        # 'audio' is the audio_encoder inside the trainer's network, found at any depth.
+        "trainer.lr_multipliers={audio: 2.0}",
     ])
     report = train(config, model_dir)
     assert report["task"] == "invariance" and report["run"] == "inverted_paired"
@@ -75,6 +77,7 @@ def test_invariance_task_with_every_option(avmnist_small, tmp_path, capsys):
     trainer = keras.saving.load_model(model_dir / "trainer.keras")
     assert isinstance(trainer, AdversarialInvarianceTrainer)
     assert int(trainer.discriminator_optimizer.iterations.numpy()) == run["discriminator_updates"]
+    assert trainer.optimizer.lr_multipliers == {"audio": 2.0}
     assert isinstance(keras.saving.load_model(model_dir / "checkpoints" / "best.keras"),
                       AdversarialInvarianceTrainer)
     assert "| inverted_paired | inverted |" in format_table(report)
