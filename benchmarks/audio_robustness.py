@@ -25,13 +25,15 @@ Perturbations (each on every test recording; `noisy` is the test split as prepar
 | `..._unchecked`  | the same, decoded without the rate check (`serve_raw` before it had  |
 |                  | one: the samples read as if at 8 kHz); not counted in the target     |
 
-    python -m benchmarks.audio_robustness --epochs 10 --out runs/audio_robustness
+    python -m benchmarks.audio_robustness --seeds 0 1 2 --out runs/audio_robustness
 
-prints a table of test accuracy (%) per model, recipe and perturbation, with each
-perturbation's change against `noisy`, writes `robustness.json` and `robustness.png` to
-`--out`, and trains one model at a time (`python -m training.train`, the public entry point)
-into `--out/<model>-<recipe>`, reusing directories that already hold a `report.json` (and the
-scores in their `robustness.json`). `--epochs` applies to models it trains.
+prints a table of test accuracy (%) per model, recipe and perturbation (the mean over the
+seeds), with each perturbation's change against `noisy`, writes `robustness.json` (every
+seed's scores too) and `robustness.png` to `--out`, and trains one model at a time (`python -m
+training.train`, the public entry point) into `--out/<model>-<recipe>/seed<N>`, reusing
+directories that already hold a `report.json` (and the scores in their `robustness.json`).
+Training runs at the fusion table's budget: up to `--epochs` 20 with early stopping after
+`--patience` 5 epochs without a better validation accuracy (the best epoch is the model).
 """
 
 import argparse
@@ -77,10 +79,10 @@ def _log(message):
     print(f"[audio_robustness] {message}", flush=True)
 
 
-def train(model, recipe, out, epochs, seed, sets=()):
+def train(model, recipe, out, epochs, seed, sets=(), patience=0):
     """Trains `model` under `recipe` (plus `sets`, `--set` overrides for every run) into
-    `out/<model>-<recipe>` unless it is there already."""
-    model_dir = pathlib.Path(out) / f"{model}-{recipe}"
+    `out/<model>-<recipe>/seed<seed>` unless it is there already."""
+    model_dir = pathlib.Path(out) / f"{model}-{recipe}" / f"seed{seed}"
     if (model_dir / "report.json").is_file():
         _log(f"reusing {model_dir}")
         return model_dir
@@ -88,7 +90,10 @@ def train(model, recipe, out, epochs, seed, sets=()):
         sys.executable, "-m", "training.train",
         "--config", f"training/configs/avmnist/{model}.yaml", "--model-dir", str(model_dir),
         "--set", f"trainer.epochs={epochs}", "--set", f"trainer.seed={seed}",
+        "--set", "trainer.verbose=0",
     ]
+    if patience:
+        command += ["--set", f"trainer.early_stopping_patience={patience}"]
     for override in [*RECIPES[recipe], *sets]:
         command += ["--set", override]
     _log("training: " + " ".join(command[1:]))
@@ -217,6 +222,12 @@ def evaluate(model_dir, perturbations, max_rows=None):
     return result
 
 
+def mean_over_seeds(per_seed):
+    """`{perturbation: mean accuracy}` of `{seed: {perturbation: accuracy}}`."""
+    runs = list(per_seed.values())
+    return {p: float(np.mean([r[p] for r in runs])) for p in runs[0]}
+
+
 def table(results, perturbations):
     """Markdown: one row per perturbation, one column (accuracy, change) per model/recipe."""
     keys = list(results)
@@ -268,10 +279,13 @@ def plot(results, perturbations, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/audio_robustness")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=5,
+                        help="early stopping after this many epochs without a better "
+                             "validation accuracy (0: train every epoch)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--recipes", nargs="+", default=["old", "new"], choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--max-test", type=int, default=None, help="first N test rows only")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an override for every training run (e.g. trainer.recipe=legacy)")
@@ -281,33 +295,42 @@ def main(argv=None):
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for model in args.models:
-        for recipe in args.recipes:
-            if args.no_train and not (out / f"{model}-{recipe}" / "report.json").is_file():
-                _log(f"--no-train: skipping {model}-{recipe} (not trained in {out})")
-                continue
-            model_dir = train(model, recipe, out, args.epochs, args.seed, args.set)
-            cached = model_dir / "robustness.json"  # the scores of this trained model
-            scores = json.loads(cached.read_text()) if cached.is_file() else {}
-            if scores.get("max_test") != args.max_test or set(scores.get("accuracy", {})) != set(
-                    PERTURBATIONS):
-                scores = {"max_test": args.max_test,
-                          "accuracy": evaluate(model_dir, PERTURBATIONS, args.max_test)}
-                cached.write_text(json.dumps(scores, indent=2))
-            else:
-                _log(f"reusing the scores in {cached}")
-            results[f"{model}/{recipe}"] = scores["accuracy"]
+    per_seed = {}
+    for seed in args.seeds:  # seed-major: every model and recipe of a seed before the next
+        for model in args.models:
+            for recipe in args.recipes:
+                key, seed_dir = f"{model}/{recipe}", out / f"{model}-{recipe}" / f"seed{seed}"
+                if args.no_train and not (seed_dir / "report.json").is_file():
+                    _log(f"--no-train: skipping {key} seed {seed} (not trained in {out})")
+                    continue
+                model_dir = train(model, recipe, out, args.epochs, seed, args.set, args.patience)
+                cached = model_dir / "robustness.json"  # the scores of this trained model
+                scores = json.loads(cached.read_text()) if cached.is_file() else {}
+                if scores.get("max_test") != args.max_test or set(
+                        scores.get("accuracy", {})) != set(PERTURBATIONS):
+                    scores = {"max_test": args.max_test,
+                              "accuracy": evaluate(model_dir, PERTURBATIONS, args.max_test)}
+                    cached.write_text(json.dumps(scores, indent=2))
+                else:
+                    _log(f"reusing the scores in {cached}")
+                per_seed.setdefault(key, {})[seed] = scores["accuracy"]
+    keys = [f"{m}/{r}" for m in args.models for r in args.recipes if f"{m}/{r}" in per_seed]
+    results = {k: mean_over_seeds(per_seed[k]) for k in keys}
+    seeds_of = {k: sorted(per_seed[k]) for k in keys}
+    print(f"mean over seeds {seeds_of}")
     print(table(results, PERTURBATIONS))
     summary = {}
     for key, accuracies in results.items():
         worst, drop = worst_drop(accuracies, PERTURBATIONS)
+        noisy = [100 * a["noisy"] for a in per_seed[key].values()]
         summary[key] = {"worst": worst, "drop_points": round(drop, 2),
-                        "meets_target": drop <= TARGET_POINTS}
+                        "meets_target": drop <= TARGET_POINTS, "seeds": seeds_of[key],
+                        "noisy_std": round(float(np.std(noisy)), 2)}
         print(f"{key}: worst gain/silence/rate perturbation {worst} costs {drop:.2f} points "
               f"(target <= {TARGET_POINTS})")
-    payload = {"epochs": args.epochs, "seed": args.seed, "recipes": {
-        r: RECIPES[r] for r in args.recipes}, "accuracy": results, "summary": summary}
+    payload = {"epochs": args.epochs, "patience": args.patience, "seeds": args.seeds,
+               "sets": args.set, "recipes": {r: RECIPES[r] for r in args.recipes},
+               "accuracy": results, "accuracy_per_seed": per_seed, "summary": summary}
     (out / "robustness.json").write_text(json.dumps(payload, indent=2))
     plot(results, PERTURBATIONS, out / "robustness.png")
     _log(f"wrote {out / 'robustness.json'} and {out / 'robustness.png'}")
