@@ -25,6 +25,30 @@ def _read_at(x, positions):
     return ops.where(inside, value, 0.0)
 
 
+def _read_at_band_limited(x, positions, cutoff, oversampling=4):
+    """`x` (batch, n) read at float `positions` (batch, m), band-limited; 0 outside.
+
+    Linear interpolation low-passes whatever it reads at fractional positions (on average -1.8
+    dB at half the Nyquist frequency, -4.8 dB at it), so a speed-perturbed noisy recording would
+    train the model on a noise floor that no real recording has. Here `x` is first upsampled
+    `oversampling` times by zero-padding its spectrum, keeping only the band below `cutoff`
+    (batch, 1; a fraction of Nyquist, below 1 for a faster read, against aliasing), and then
+    read linearly: on the finer grid the original band sits low enough that linear reading
+    costs at most ~0.5 dB (4x). Two FFTs per example, where a windowed-sinc gather of 16 taps
+    was 20x slower on CPU."""
+    n = x.shape[-1]
+    real, imag = ops.rfft(x)
+    bins = n // 2 + 1
+    band = ops.arange(bins, dtype="float32")[None, :] / float(n // 2)
+    keep = ops.cast(band < cutoff, "float32")  # the Nyquist bin goes too (it has no sign)
+    widths = [[0, 0], [0, (oversampling * n) // 2 + 1 - bins]]
+    spectrum = (ops.pad(real * keep, widths), ops.pad(imag * keep, widths))
+    fine = ops.irfft(spectrum, fft_length=oversampling * n) * float(oversampling)
+    value = _read_at(fine, positions * float(oversampling))
+    inside = ops.logical_and(positions >= 0.0, positions <= float(n - 1))
+    return ops.where(inside, value, 0.0)
+
+
 class _WaveformAugmentation(keras.layers.Layer):
     """Base: seeded, training-only, shape-preserving. Subclasses implement `augment(x)`."""
 
@@ -185,12 +209,16 @@ class RandomSpeed(_WaveformAugmentation):
     """Speed perturbation: plays each waveform faster or slower (training only).
 
     The factor is uniform in `[1 - max_change, 1 + max_change]`; the waveform is resampled
-    around the centre of the window by linear interpolation (tempo and pitch change together,
-    as in Ko et al.'s speed perturbation), keeping its length: a faster clip gets silence at
-    both ends, a slower one loses its ends.
+    around the centre of the window (tempo and pitch change together, as in Ko et al.'s speed
+    perturbation), keeping its length: a faster clip gets silence at both ends, a slower one
+    loses its ends. The resampling is band-limited (4x oversampled by FFT, anti-aliased when
+    faster), so the spectrum is kept, noise floor included; `interpolation="linear"` reads the
+    waveform itself linearly, which is cheaper but attenuates the upper band (about -5 dB at
+    the Nyquist frequency).
 
     Args:
         max_change: the largest relative change of speed (0.1: 0.9x to 1.1x).
+        interpolation: `"band_limited"` or `"linear"`.
         seed: optional int seed.
 
     Call arguments:
@@ -209,20 +237,30 @@ class RandomSpeed(_WaveformAugmentation):
           Audio augmentation for speech recognition.
     """
 
-    def __init__(self, max_change=0.1, seed=None, **kwargs):
+    INTERPOLATIONS = ("band_limited", "linear")
+
+    def __init__(self, max_change=0.1, interpolation="band_limited", seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         if not 0.0 <= max_change < 1.0:
             raise ValueError(f"max_change must be in [0, 1), got {max_change}.")
+        if interpolation not in self.INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {self.INTERPOLATIONS}, "
+                             f"got {interpolation!r}.")
         self.max_change = float(max_change)
+        self.interpolation = interpolation
 
     def augment(self, x):
         factor = self._uniform(x, 1.0 - self.max_change, 1.0 + self.max_change)
         length = ops.shape(x)[-1]
         centre = (ops.cast(length, "float32") - 1.0) / 2.0
         positions = ops.arange(length, dtype="float32")[None, :]
-        return _read_at(x, centre + (positions - centre) * factor)
+        positions = centre + (positions - centre) * factor
+        if self.interpolation == "linear":
+            return _read_at(x, positions)
+        # Reading `factor` times faster keeps frequencies below Nyquist / factor.
+        return _read_at_band_limited(x, positions, ops.minimum(1.0, 1.0 / factor))
 
     def get_config(self):
         config = super().get_config()
-        config.update(max_change=self.max_change)
+        config.update(max_change=self.max_change, interpolation=self.interpolation)
         return config

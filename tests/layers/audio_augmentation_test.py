@@ -70,6 +70,28 @@ def test_speed_changes_the_duration_by_the_factor():
     assert factors.std() > 0.05
 
 
+def _band_change_db(layer, x):
+    """Mean power change (dB) of `x` through `layer` in 8 equal bands up to Nyquist."""
+    y = np.asarray(layer(x, training=True))
+    middle = slice(1000, 3000)  # away from the ends, where a slower read runs out
+    before = np.mean(np.abs(np.fft.rfft(x[:, middle], axis=-1)) ** 2, axis=0)
+    after = np.mean(np.abs(np.fft.rfft(y[:, middle], axis=-1)) ** 2, axis=0)
+    bands = np.array_split(np.arange(1, len(before)), 8)
+    return np.array([10 * np.log10(after[b].mean() / before[b].mean()) for b in bands])
+
+
+def test_speed_keeps_the_spectrum_of_a_noise_floor():
+    noise = (0.1 * np.random.default_rng(5).standard_normal((32, LENGTH))).astype("float32")
+    kept = _band_change_db(layers.RandomSpeed(0.1, seed=6), noise)
+    # Flat to 3/4 of Nyquist; the top band loses what a faster read must drop against aliasing.
+    assert np.abs(kept[:6]).max() < 0.5, kept
+    assert -3.0 < kept[7] < -0.5, kept
+    linear = _band_change_db(layers.RandomSpeed(0.1, interpolation="linear", seed=6), noise)
+    assert linear[5] < -2.5 and linear[7] < -4.0, linear  # what linear reading does instead
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        layers.RandomSpeed(0.1, interpolation="cubic")
+
+
 def test_encoder_from_config_wires_front_end_and_augmentations():
     config = ExperimentConfig()
     a = config.model.audio_encoder

@@ -72,6 +72,8 @@ CASES = [
          expected_output_shape=(2, 64), trainable=0, training=False),
     Case(layers.RandomSpeed, {"max_change": 0.1, "seed": 1}, (_normal(2, 64),),
          expected_output_shape=(2, 64), trainable=0, training=False),
+    Case(layers.RandomSpeed, {"max_change": 0.1, "interpolation": "linear", "seed": 1},
+         (_normal(2, 64),), expected_output_shape=(2, 64), trainable=0, training=False),
     Case(layers.TokenIdInputs, {"pad_token_id": 0}, (np.array([[101, 7, 102, 0], [101, 102, 0, 0]],
                                                               "int32"),),
          expected_output_shape=[(2, 4), (2, 4), (2, 4)], trainable=0, training=False),
