@@ -218,7 +218,8 @@ def evaluate(model_dir, perturbations, max_rows=None):
         audio = decode(wavs, num_samples, not name.endswith("_unchecked"))[index]
         probabilities = model.predict({**inputs, "audio": audio}, batch_size=250, verbose=0)
         result[name] = float(np.mean(np.argmax(probabilities, -1) == labels))
-        _log(f"{pathlib.Path(model_dir).parent.name}/{pathlib.Path(model_dir).name} {name}: {100 * result[name]:.2f}%")
+        run = pathlib.Path(model_dir)
+        _log(f"{run.parent.name}/{run.name} {name}: {100 * result[name]:.2f}%")
     return result
 
 
