@@ -37,6 +37,9 @@ def _read_at_band_limited(x, positions, cutoff, oversampling=4):
     costs at most ~0.5 dB (4x). Two FFTs per example, where a windowed-sinc gather of 16 taps
     was 20x slower on CPU."""
     n = x.shape[-1]
+    if n is None:
+        raise ValueError("Band-limited reading needs a fixed waveform length (the FFT sizes); "
+                         "use RandomSpeed(interpolation='linear') for variable lengths.")
     real, imag = ops.rfft(x)
     bins = n // 2 + 1
     band = ops.arange(bins, dtype="float32")[None, :] / float(n // 2)
