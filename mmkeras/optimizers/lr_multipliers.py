@@ -110,4 +110,3 @@ def _layers_with_weights(model):
             out.append((depth, layer))
         queue += [(depth + 1, inner) for inner in getattr(layer, "layers", ())]
     return out
-
