@@ -5,10 +5,14 @@ on perturbed copies of the test split's recordings, decoded exactly as the expor
 `serve_raw` decodes WAV bytes (`mmkeras.data.example_schema.decode_wav_bytes` at the model's
 rate, resampling other rates in the graph):
 
-- `old`: the defaults (1 s window, centre crop; no front end, no augmentation).
-- `new`: a 3 s input window (`data.audio_samples=24000`) trimmed to the speech and cut to 1 s
-  (`SpeechTrimming`, `trim_length=8000`), per-example RMS loudness normalisation, and the
-  training augmentations in `NEW_RECIPE` (speed perturbation, time shift, SpecAugment).
+- `old`: the plain encoder (`model.audio_encoder.recipe=none`: a 1 s window, centre crop; no
+  front end, no augmentation), the AV-MNIST default before the speech recipe.
+- `front`: the front end alone (an ablation): a 3 s input window (`data.audio_samples=24000`)
+  trimmed to the speech and cut to 1 s (`SpeechTrimming`, `trim_length=8000`) and per-example
+  RMS loudness normalisation.
+- `new`: `model.audio_encoder.recipe=speech` (`mmkeras.configs.SPEECH_RECIPE`, the AV-MNIST
+  configs' default): the front end and the training augmentations (band-limited speed
+  perturbation, time shift, SpecAugment).
 
 Perturbations (each on every test recording; `noisy` is the test split as prepared):
 
@@ -50,21 +54,16 @@ import numpy as np
 
 MODELS = ("audio_only", "early_fusion")
 RECIPES = {
-    "old": [],
+    "old": ["model.audio_encoder.recipe=none"],
     "front": [  # front end only (an ablation of `new`)
+        "model.audio_encoder.recipe=none",
         "data.audio_samples=24000",
         "model.audio_encoder.trim_silence=true",
         "model.audio_encoder.trim_length=8000",
         "model.audio_encoder.loudness=rms",
     ],
+    "new": ["model.audio_encoder.recipe=speech"],
 }
-NEW_RECIPE = RECIPES["front"] + [
-    "model.audio_encoder.augment_speed=0.1",
-    "model.audio_encoder.augment_shift=0.1",
-    "model.audio_encoder.freq_masks=1",
-    "model.audio_encoder.time_masks=1",
-]
-RECIPES["new"] = NEW_RECIPE
 RATE = 8000
 PERTURBATIONS = (
     "noisy", "clean",

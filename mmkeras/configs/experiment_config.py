@@ -189,6 +189,13 @@ class AudioEncoderConfig:
     # `sample_rate`: `resample` (band-limited, in the graph) or `reject` (HTTP 400 / gRPC
     # INVALID_ARGUMENT naming both rates).
     serve_wav_rate: str = "resample"
+    # `speech` (the AV-MNIST configs): the front end and augmentation in `SPEECH_RECIPE`, each
+    # filled only where the config does not set it, and, unless the config sets
+    # `data.audio_samples` or `trim_length`, a window 3x the clip (`trim_length` = the clip):
+    # robust to loudness, silence and rate, and as accurate (README "Audio across loudness,
+    # silence and sample rates"). `none` (the default): the keys as given, e.g. for sounds
+    # whose level or timing carries meaning.
+    recipe: str = "none"
 
 
 @dataclasses.dataclass
@@ -710,6 +717,11 @@ RECIPES = ("auto", "standard", "legacy")
 # `trainer.recipe: standard`: the trainer keys it sets when the config does not (TrainerConfig).
 STANDARD_RECIPE = {"optimizer": "adamw", "weight_decay": 0.05, "lr_schedule": "cosine",
                    "warmup_epochs": 1.0, "clipnorm": 1.0, "label_smoothing": 0.1}
+AUDIO_RECIPES = ("none", "speech")
+# `model.audio_encoder.recipe: speech`: the audio encoder keys it sets when the config does not.
+SPEECH_RECIPE = {"loudness": "rms", "trim_silence": True, "augment_speed": 0.1,
+                 "augment_shift": 0.1, "freq_masks": 1, "time_masks": 1}
+SPEECH_WINDOW_CLIPS = 3  # the input window, in clips, when the config sets neither length
 LR_SCHEDULES = ("constant", "cosine")
 TUNING_ALGORITHMS = ("random", "bayesian", "hyperband")
 DISTRIBUTIONS = ("mirrored", "multi_worker", "default")
@@ -743,6 +755,7 @@ CHOICES = {
     "model.image_encoder.type": IMAGE_ENCODER_TYPES,
     "model.audio_encoder.type": AUDIO_ENCODER_TYPES,
     "model.audio_encoder.features": AUDIO_FEATURES,
+    "model.audio_encoder.recipe": AUDIO_RECIPES,
     "model.text_encoder.type": TEXT_ENCODER_TYPES,
     "model.video_encoder.type": VIDEO_ENCODER_TYPES,
     "model.timeseries_encoder.type": TIMESERIES_ENCODER_TYPES,
@@ -913,6 +926,34 @@ def apply_recipe(config, raw):
     return config
 
 
+def _given(raw, *keys):
+    """The keys that `raw` (the YAML and overrides as given) sets under the dotted `keys`."""
+    for key in keys:
+        raw = raw.get(key) if isinstance(raw, dict) else None
+    return set(raw) if isinstance(raw, dict) else set()
+
+
+def apply_audio_recipe(config, raw):
+    """Resolves `model.audio_encoder.recipe` (see `AudioEncoderConfig`): with `speech`, fills
+    the `SPEECH_RECIPE` keys that `raw` does not set and, when it sets neither
+    `data.audio_samples` nor `trim_length`, widens the window to `SPEECH_WINDOW_CLIPS` clips
+    and trims back to one."""
+    model = getattr(config, "model", None)
+    audio = getattr(model, "audio_encoder", None)
+    if getattr(audio, "recipe", None) != "speech":
+        return config
+    given = _given(raw, "model", "audio_encoder")
+    updates = {key: value for key, value in SPEECH_RECIPE.items() if key not in given}
+    data = getattr(config, "data", None)
+    if (data is not None and "trim_length" not in given
+            and "audio_samples" not in _given(raw, "data")):
+        updates["trim_length"] = data.audio_samples
+        config.data = dataclasses.replace(
+            data, audio_samples=SPEECH_WINDOW_CLIPS * data.audio_samples)
+    model.audio_encoder = dataclasses.replace(audio, **updates)
+    return config
+
+
 def load_config(path=None, overrides=(), base=None):
     """Builds an `ExperimentConfig` from defaults, a YAML file and `key=value` overrides.
 
@@ -936,7 +977,8 @@ def load_config(path=None, overrides=(), base=None):
         _deep_update(raw, copy.deepcopy(update))
     try:
         config = _merge(base or ExperimentConfig(), raw, "")
-        return check_values(_check_tasks_and_sources(apply_recipe(config, raw)))
+        config = apply_audio_recipe(apply_recipe(config, raw), raw)
+        return check_values(_check_tasks_and_sources(config))
     except ConfigError as e:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{e}") from None
