@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (Python 3.11):
 #   make demo   prepare AV-MNIST, train the four default experiments, evaluate, export, print a table
-#   make test   run the whole test suite
+#   make test   run the whole test suite (installs Debian's espeak-ng with apt-get when missing:
+#               the tts_digits tests synthesise speech with it)
 # Both create .venv and install the pinned requirements when missing.
 
 PYTHON_BIN ?= python3
@@ -25,6 +26,8 @@ demo: $(STAMP)
 	$(PY) -m training.demo $(DEMO_ARGS)
 
 test: $(STAMP)
+	command -v espeak-ng >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng)
 	$(PY) -m pytest -q
 
 clean-venv:

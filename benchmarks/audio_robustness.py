@@ -28,6 +28,21 @@ Perturbations (each on every test recording; `noisy` is the test split as prepar
 |                  | method than the model's FFT resampler) and sent at that rate         |
 | `..._unchecked`  | the same, decoded without the rate check (`serve_raw` before it had  |
 |                  | one: the samples read as if at 8 kHz); not counted in the target     |
+| `voices_tts`     | not an FSDD clip: the 720 new-voice clips of                         |
+|                  | `mmkeras.datasets.tts_digits` (eSpeak NG: 6 English accents x 6      |
+|                  | variants x 2 speeds x 10 digits, 8 kHz), as spoken                   |
+| `voices_tts_noisy` | the same with the dataset's white noise (`avmnist.add_noise` at the |
+|                  | config's `data.snr_db`, -6 dB, seeded per clip)                      |
+
+The `voices_*` rows measure voices that neither training nor the test split holds (issue #18:
+FSDD has a few speakers, shared by every split). They score the TTS clips, not the test split's
+rows (compare `voices_tts_noisy` with `noisy` and `voices_tts` with `clean`), and are not part
+of the gain / silence / rate target. Early fusion pairs the k-th clip of a digit with the
+image of the k-th test row of that digit, in manifest order (the dataset's seeded pair order;
+72 clips per digit against 173-225 test rows, so each image is used once; with `--max-test`
+the rows cycle). The TTS set is
+prepared on first use under the data root (`$MMKERAS_DATA`), and each model's per-accent,
+per-variant and per-speed accuracy on it is printed too.
 
     python -m benchmarks.audio_robustness --seeds 0 1 2 --out runs/audio_robustness
 
@@ -52,6 +67,9 @@ import wave
 
 import numpy as np
 
+from mmkeras.datasets import avmnist
+from mmkeras.datasets import tts_digits
+
 MODELS = ("audio_only", "early_fusion")
 RECIPES = {
     "old": ["model.audio_encoder.recipe=none"],
@@ -70,8 +88,14 @@ PERTURBATIONS = (
     "gain_-20dB", "gain_-10dB", "gain_+10dB", "gain_+20dB",
     "lead_0.5s", "lead_1.5s", "trail_1.5s", "both_1.5s",
     "rate_16000", "rate_22050", "rate_22050_unchecked",
+    "voices_tts", "voices_tts_noisy",
 )
+VOICE_PERTURBATIONS = ("voices_tts", "voices_tts_noisy")  # new voices: the TTS clips
+VOICE_GROUPS = ("voice", "variant", "speed")  # manifest columns of the per-group accuracies
+TTS_NOISE_STREAM = 5  # after avmnist's four random streams, so no FSDD clip's noise recurs
 TARGET_POINTS = 5.0  # issue #18: no gain / silence / rate perturbation costs audio-only more
+VOICES_NOTE = ("new voices (eSpeak NG clips, not the test split; compare with noisy and clean), "
+               "not part of the gain/silence/rate target.")
 
 
 def _log(message):
@@ -147,8 +171,6 @@ def perturb(name, noisy, clean):
 
 def test_rows(config, max_rows=None):
     """The test split's rows (id, label, image path, audio path) and the dataset directory."""
-    from mmkeras.datasets import avmnist
-
     d = config.data
     directory = pathlib.Path(d.data_dir) if d.data_dir else avmnist.dataset_dir(
         d.variant, snr_db=d.snr_db, image_energy=d.image_energy, seed=d.seed,
@@ -161,7 +183,6 @@ def test_rows(config, max_rows=None):
 
 def clean_clips(data_root):
     """`{clip number: clean FSDD samples}` from the archive the dataset was prepared from."""
-    from mmkeras.datasets import avmnist
     from mmkeras.datasets import cache
 
     root = cache.data_root(data_root)
@@ -187,10 +208,90 @@ def decode(wavs, num_samples, checked=True):
                            for i in range(0, len(wavs), 256)])
 
 
-def evaluate(model_dir, perturbations, max_rows=None):
-    """`{perturbation: test accuracy}` of the model in `model_dir`."""
+def model_inputs(model, directory, rows):
+    """The model's inputs other than `audio` for `rows`: their images (when it takes one) and
+    every `*_present` flag at 1."""
     from PIL import Image
 
+    inputs = {}
+    names = [t.name for t in model.inputs]
+    if "image" in names:
+        inputs["image"] = np.stack([
+            np.asarray(Image.open(directory / r["image"]), np.float32)[..., None] / 255.0
+            for r in rows])
+    for name in names:
+        if name.endswith("_present"):
+            inputs[name] = np.ones(len(rows), np.float32)
+    return inputs
+
+
+def predict(model, inputs, audio):
+    """The predicted digit of each example."""
+    probabilities = model.predict({**inputs, "audio": audio}, batch_size=250, verbose=0)
+    return np.argmax(probabilities, -1)
+
+
+def voice_clips(config, rows):
+    """The new-voice clips and the test row each is paired with (for its image).
+
+    Prepares `mmkeras.datasets.tts_digits` (its default grid) under the config's data root on
+    first use. The k-th clip of a digit (manifest order) takes the k-th test row of that digit
+    (manifest order: the dataset's seeded pair order), cycling when `rows` has fewer.
+
+    Returns:
+        `(clips, paired rows, TTS dataset directory)`: manifest rows of both datasets.
+    """
+    directory = tts_digits.prepare(data_root=config.data.data_root, verbose=False)
+    with open(directory / "manifest.csv") as f:
+        clips = list(csv.DictReader(f))
+    of_digit, used, paired = {}, {}, []
+    for r in rows:
+        of_digit.setdefault(int(r["label"]), []).append(r)
+    for clip in clips:
+        digit = int(clip["label"])
+        k = used[digit] = used.get(digit, -1) + 1
+        paired.append(of_digit[digit][k % len(of_digit[digit])])
+    return clips, paired, directory
+
+
+def voice_recording(name, samples, index, data):
+    """The TTS clip number `index` under `name`: as spoken (`voices_tts`) or with the dataset's
+    white noise at `data.snr_db`, seeded by `data.seed` and the clip (`voices_tts_noisy`)."""
+    if name == "voices_tts":
+        return samples
+    rng = np.random.default_rng([data.seed, TTS_NOISE_STREAM, index])
+    return avmnist.add_noise(samples, data.snr_db, rng)[0]
+
+
+def evaluate_voices(model, config, rows, directory, names):
+    """Accuracy of `model` on the new-voice clips under each of `names` (`VOICE_PERTURBATIONS`).
+
+    Returns:
+        `({name: accuracy}, {name: {group: {value: accuracy}}, "tts_checksum": ...})`, the
+        groups being the TTS manifest's `VOICE_GROUPS` columns.
+    """
+    clips, paired, tts_dir = voice_clips(config, rows)
+    labels = np.array([int(c["label"]) for c in clips])
+    inputs = model_inputs(model, directory, paired)
+    spoken = [read_wav(tts_dir / c["path"]) for c in clips]
+    result = {}
+    with open(tts_dir / "dataset.json") as f:
+        breakdown = {"tts_checksum": json.load(f)["checksum"]}
+    for name in names:
+        wavs = [wav_bytes(voice_recording(name, s, i, config.data), RATE)
+                for i, s in enumerate(spoken)]
+        correct = predict(model, inputs, decode(wavs, config.data.audio_samples)) == labels
+        result[name] = float(np.mean(correct))
+        breakdown[name] = {
+            group: {value: float(np.mean(correct[[c[group] == value for c in clips]]))
+                    for value in dict.fromkeys(c[group] for c in clips)}
+            for group in VOICE_GROUPS}
+    return result, breakdown
+
+
+def evaluate(model_dir, perturbations, max_rows=None):
+    """`({perturbation: test accuracy}, new-voice breakdown)` of the model in `model_dir`
+    (the breakdown is `evaluate_voices`'s, empty without a `voices_*` perturbation)."""
     from mmkeras import model_dir as model_dir_lib
 
     config, model = model_dir_lib.load_model_dir(model_dir)
@@ -201,31 +302,77 @@ def evaluate(model_dir, perturbations, max_rows=None):
     clean_of = clean_clips(config.data.data_root)
     noisy = {c: read_wav(directory / c) for c in clips}
     clean = {c: clean_of(int(pathlib.Path(c).stem.split("-")[1])) for c in clips}
-    inputs = {}
-    names = [t.name for t in model.inputs]
-    if "image" in names:
-        inputs["image"] = np.stack([
-            np.asarray(Image.open(directory / r["image"]), np.float32)[..., None] / 255.0
-            for r in rows])
-    for name in names:
-        if name.endswith("_present"):
-            inputs[name] = np.ones(len(rows), np.float32)
+    inputs = model_inputs(model, directory, rows)
     num_samples = config.data.audio_samples
+    run = pathlib.Path(model_dir)
     result = {}
-    for name in perturbations:
+    for name in [p for p in perturbations if p not in VOICE_PERTURBATIONS]:
         wavs = [wav_bytes(*perturb(name, noisy[c], clean[c])) for c in clips]
         audio = decode(wavs, num_samples, not name.endswith("_unchecked"))[index]
-        probabilities = model.predict({**inputs, "audio": audio}, batch_size=250, verbose=0)
-        result[name] = float(np.mean(np.argmax(probabilities, -1) == labels))
-        run = pathlib.Path(model_dir)
+        result[name] = float(np.mean(predict(model, inputs, audio) == labels))
         _log(f"{run.parent.name}/{run.name} {name}: {100 * result[name]:.2f}%")
-    return result
+    voices, breakdown = [p for p in perturbations if p in VOICE_PERTURBATIONS], {}
+    if voices:
+        accuracy, breakdown = evaluate_voices(model, config, rows, directory, voices)
+        for name in voices:
+            result[name] = accuracy[name]
+            _log(f"{run.parent.name}/{run.name} {name}: {100 * result[name]:.2f}%")
+    return result, breakdown
+
+
+def scores_of(model_dir, max_test):
+    """The model's scores, `{"max_test", "accuracy", "voices"}`, kept in `robustness.json` in
+    its directory: reused where they hold a perturbation at this `max_test`, computed for the
+    perturbations they lack (a model scored before the `voices_*` rows gets only those)."""
+    cached = pathlib.Path(model_dir) / "robustness.json"
+    scores = json.loads(cached.read_text()) if cached.is_file() else {}
+    if "accuracy" not in scores or scores.get("max_test") != max_test:
+        scores = {"max_test": max_test, "accuracy": {}}
+    have, voices = scores["accuracy"], scores.get("voices", {})
+    missing = [p for p in PERTURBATIONS
+               if p not in have or (p in VOICE_PERTURBATIONS and p not in voices)]
+    if not missing:
+        _log(f"reusing the scores in {cached}")
+        return scores
+    if len(missing) < len(PERTURBATIONS):
+        _log(f"reusing the scores in {cached}; scoring {', '.join(missing)}")
+    accuracy, breakdown = evaluate(model_dir, missing, max_test)
+    scores["accuracy"] = {p: {**have, **accuracy}[p] for p in PERTURBATIONS}
+    scores["voices"] = {**voices, **breakdown}
+    cached.write_text(json.dumps(scores, indent=2))
+    return scores
 
 
 def mean_over_seeds(per_seed):
     """`{perturbation: mean accuracy}` of `{seed: {perturbation: accuracy}}`."""
     runs = list(per_seed.values())
     return {p: float(np.mean([r[p] for r in runs])) for p in runs[0]}
+
+
+def voice_groups_over_seeds(per_seed):
+    """`{name: {group: {value: mean accuracy}}}` of `{seed: evaluate_voices breakdown}`."""
+    runs = list(per_seed.values())
+    return {name: {group: {value: float(np.mean([r[name][group][value] for r in runs]))
+                           for value in values}
+                   for group, values in runs[0][name].items()}
+            for name in VOICE_PERTURBATIONS}
+
+
+def voice_table(voices):
+    """Markdown: one row per accent, variant and speed of the TTS clips, two columns (as
+    spoken, with noise) per model/recipe."""
+    keys = list(voices)
+    short = {"voices_tts": "tts", "voices_tts_noisy": "tts+noise"}
+    lines = ["| group | " + " | ".join(f"{k} {short[n]}" for k in keys
+                                         for n in VOICE_PERTURBATIONS) + " |",
+             "|---|" + "---:|" * (len(keys) * len(VOICE_PERTURBATIONS))]
+    first = voices[keys[0]][VOICE_PERTURBATIONS[0]]
+    for group in VOICE_GROUPS:
+        for value in first[group]:
+            cells = [f"{100 * voices[k][n][group][value]:.2f}" for k in keys
+                     for n in VOICE_PERTURBATIONS]
+            lines.append(f"| {group} {value} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(results, perturbations):
@@ -295,7 +442,7 @@ def main(argv=None):
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    per_seed = {}
+    per_seed, voices_per_seed = {}, {}
     for seed in args.seeds:  # seed-major: every model and recipe of a seed before the next
         for model in args.models:
             for recipe in args.recipes:
@@ -304,18 +451,12 @@ def main(argv=None):
                     _log(f"--no-train: skipping {key} seed {seed} (not trained in {out})")
                     continue
                 model_dir = train(model, recipe, out, args.epochs, seed, args.set, args.patience)
-                cached = model_dir / "robustness.json"  # the scores of this trained model
-                scores = json.loads(cached.read_text()) if cached.is_file() else {}
-                if scores.get("max_test") != args.max_test or set(
-                        scores.get("accuracy", {})) != set(PERTURBATIONS):
-                    scores = {"max_test": args.max_test,
-                              "accuracy": evaluate(model_dir, PERTURBATIONS, args.max_test)}
-                    cached.write_text(json.dumps(scores, indent=2))
-                else:
-                    _log(f"reusing the scores in {cached}")
+                scores = scores_of(model_dir, args.max_test)
                 per_seed.setdefault(key, {})[seed] = scores["accuracy"]
+                voices_per_seed.setdefault(key, {})[seed] = scores["voices"]
     keys = [f"{m}/{r}" for m in args.models for r in args.recipes if f"{m}/{r}" in per_seed]
     results = {k: mean_over_seeds(per_seed[k]) for k in keys}
+    voices = {k: voice_groups_over_seeds(voices_per_seed[k]) for k in keys}
     seeds_of = {k: sorted(per_seed[k]) for k in keys}
     print(f"mean over seeds {seeds_of}")
     print(table(results, PERTURBATIONS))
@@ -328,9 +469,15 @@ def main(argv=None):
                         "noisy_std": round(float(np.std(noisy)), 2)}
         print(f"{key}: worst gain/silence/rate perturbation {worst} costs {drop:.2f} points "
               f"(target <= {TARGET_POINTS})")
+    if keys:
+        checksums = {v["tts_checksum"] for k in keys for v in voices_per_seed[k].values()}
+        print(f"voices_tts / voices_tts_noisy: {VOICES_NOTE} TTS set checksum "
+              f"{', '.join(sorted(checksums))}. Accuracy (%) per group, mean over seeds:")
+        print(voice_table(voices))
     payload = {"epochs": args.epochs, "patience": args.patience, "seeds": args.seeds,
                "sets": args.set, "recipes": {r: RECIPES[r] for r in args.recipes},
-               "accuracy": results, "accuracy_per_seed": per_seed, "summary": summary}
+               "accuracy": results, "accuracy_per_seed": per_seed, "summary": summary,
+               "voices": voices, "voices_per_seed": voices_per_seed}
     (out / "robustness.json").write_text(json.dumps(payload, indent=2))
     plot(results, PERTURBATIONS, out / "robustness.png")
     _log(f"wrote {out / 'robustness.json'} and {out / 'robustness.png'}")

@@ -9,9 +9,13 @@ AV-MNIST examples decoded once by the training pipeline) under the strategy the 
 would use:
 
 - `mmkeras`: `mmkeras.models.build_classifier` for `training/configs/avmnist/early_fusion.yaml`
+  with the plain audio encoder (`model.audio_encoder.recipe=none`)
   (nested encoder models, `ConcatFusion` with presence flags, float32 output layer);
 - `plain`: the same layers written by hand as one flat functional model (presence flags as a
   multiplication). Both have the same parameter count (checked).
+- `recipe` (1 replica, no XLA; when the config's audio recipe differs): the same config as
+  it is, i.e. the speech recipe's front end and training augmentations, on its own batches
+  (the 3 s window); its step time against `mmkeras` is what the recipe costs.
 
 The models alternate for `--rounds` rounds of `--steps` timed steps each (after a warm-up
 that traces and compiles); a model's step time is its fastest round (the mean step time between
@@ -142,31 +146,35 @@ def _pipeline_seconds(config, columns, batches):
     return result
 
 
-def _compiled_models(config, strategy, xla, train_examples):
-    """`{"mmkeras": model, "plain": model}` built and compiled under `strategy` with the
-    trainer's recipe (optimizer, schedule over the real epoch length, loss), traced."""
+def _compiled(model, config, strategy, xla, train_examples):
+    """`model` compiled with the trainer's recipe (optimizer over the real epoch length, loss)."""
     import keras
 
-    from mmkeras.models import build_classifier
     from training.losses import classification_loss
     from training.optimizers import make_optimizer
     from training.optimizers import steps_per_epoch
+
+    model.compile(
+        optimizer=make_optimizer(
+            config.trainer, strategy.num_replicas_in_sync,
+            steps_per_epoch(config.trainer, train_examples, config.data.batch_size), model=model),
+        loss=classification_loss(config.trainer),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=xla,
+    )
+    return model
+
+
+def _compiled_models(config, strategy, xla, train_examples):
+    """`{"mmkeras": model, "plain": model}` built and compiled under `strategy` with the
+    trainer's recipe (optimizer, schedule over the real epoch length, loss), traced."""
+    from mmkeras.models import build_classifier
 
     models = {}
     with strategy.scope():
         for name, build in (("mmkeras", lambda: build_classifier(config.model, config.data)),
                             ("plain", lambda: plain_keras_model(config))):
-            model = build()
-            model.compile(
-                optimizer=make_optimizer(
-                    config.trainer, strategy.num_replicas_in_sync,
-                    steps_per_epoch(config.trainer, train_examples, config.data.batch_size),
-                    model=model),
-                loss=classification_loss(config.trainer),
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                jit_compile=xla,
-            )
-            models[name] = model
+            models[name] = _compiled(build(), config, strategy, xla, train_examples)
     params = {name: int(m.count_params()) for name, m in models.items()}
     if len(set(params.values())) != 1:
         raise RuntimeError(f"The plain model does not match the mmkeras model: {params}")
@@ -174,14 +182,17 @@ def _compiled_models(config, strategy, xla, train_examples):
 
 
 def _time_interleaved(models, data, steps, rounds):
-    """Step seconds of each model, rounds alternating between them: `{key: [per round]}`."""
-    for model in models.values():
-        model.fit(data, epochs=1, steps_per_epoch=3, verbose=0)  # trace / compile
+    """Step seconds of each model, rounds alternating between them: `{key: [per round]}`.
+    `data` is one dataset for all, or `{key: dataset}`."""
+    data = data if isinstance(data, dict) else {key: data for key in models}
+    for key, model in models.items():
+        model.fit(data[key], epochs=1, steps_per_epoch=3, verbose=0)  # trace / compile
     times = {key: [] for key in models}
     for _ in range(rounds):
         for key, model in models.items():
             timer = _step_timer()
-            model.fit(data, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[timer])
+            model.fit(data[key], epochs=1, steps_per_epoch=steps + 1, verbose=0,
+                      callbacks=[timer])
             times[key].append(timer.step_seconds())
     return times
 
@@ -204,12 +215,16 @@ def measure(args):
     """
     from mmkeras.configs import load_config
     from mmkeras.data import load_split
+    from mmkeras.models import build_classifier
     from mmkeras.data.sources import dataset_dir_for
     from training import runtime
 
     n = args.replicas
-    config = load_config(CONFIG, [f"data.batch_size={args.batch_size}",
-                                  f"runtime.cpu_replicas={n}", *args.set])
+    sets = [f"data.batch_size={args.batch_size}", f"runtime.cpu_replicas={n}"]
+    # The framework comparison uses the plain audio encoder (the hand-written model has no
+    # front end); the config's own audio recipe is timed beside it as `recipe`.
+    config = load_config(CONFIG, [*sets, "model.audio_encoder.recipe=none", *args.set])
+    recipe = load_config(CONFIG, [*sets, *args.set])
     strategy = runtime.make_strategy(config.runtime)  # splits the CPU first
     runtime.set_seed(config.trainer.seed)
     columns, _ = load_split(dataset_dir_for(config.data, verbose=False), "train", config.data,
@@ -223,8 +238,17 @@ def measure(args):
         result["pipeline_seconds_per_batch"] = _pipeline_seconds(config, columns, args.steps)
         for xla in [False, True] if args.xla else [False]:
             models = _compiled_models(config, strategy, xla, result["train_examples"])
-            times = _time_interleaved(models, data, args.steps, args.rounds)
-            result["runs"]["xla" if xla else "no_xla"] = _summary(times, names)
+            batches = data
+            if not xla and recipe.model.audio_encoder != config.model.audio_encoder:
+                with strategy.scope():
+                    models["recipe"] = _compiled(build_classifier(recipe.model, recipe.data),
+                                                 recipe, strategy, xla,
+                                                 result["train_examples"])
+                batches = {"mmkeras": data, "plain": data,
+                           "recipe": _in_memory_batches(recipe, columns, count=4)}
+                result["recipe"] = recipe.model.audio_encoder.recipe
+            times = _time_interleaved(models, batches, args.steps, args.rounds)
+            result["runs"]["xla" if xla else "no_xla"] = _summary(times, list(models))
         result["parameters"] = int(models["mmkeras"].count_params())
         return result
 
@@ -277,7 +301,14 @@ def table(results, batch_size):
             step = runs[mode]["step_seconds"]
             ratio = f"{step['mmkeras'] / step['plain']:.3f}"
             label = f"1 (in the {n}-replica process)" if mode.endswith("control") else n
-            for name in ("mmkeras", "plain"):
+            for name in ("mmkeras", "plain", "recipe"):
+                if name not in step:
+                    continue
+                if name == "recipe":
+                    rows.append(_row(label, xla, f"mmkeras, `{r['recipe']}` audio recipe",
+                                     step[name], batch_size,
+                                     f"{step['recipe'] / step['mmkeras']:.3f} (vs mmkeras)"))
+                    continue
                 efficiency = ""
                 if mode == "no_xla" and n > 1:
                     control = runs["no_xla_one_replica_control"]["step_seconds"][name]

@@ -72,9 +72,13 @@ class _WaveformAugmentation(keras.layers.Layer):
         return ops.cast(self.augment(x), self.compute_dtype)
 
     def _shifted(self, x, shift):
-        """`x` delayed by `shift` (batch, 1) whole samples, zeros moved in."""
-        positions = ops.arange(ops.shape(x)[-1], dtype="float32")[None, :]
-        return _read_at(x, positions - ops.round(shift))
+        """`x` delayed by `shift` (batch, 1) whole samples, zeros moved in: one gather, where
+        `_read_at` would take two (whole-sample positions need no interpolation)."""
+        n = ops.shape(x)[-1]
+        source = ops.arange(n, dtype="int32")[None, :] - ops.cast(ops.round(shift), "int32")
+        inside = ops.logical_and(source >= 0, source < n)
+        value = ops.take_along_axis(x, ops.clip(source, 0, n - 1), axis=-1)
+        return ops.where(inside, value, 0.0)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
