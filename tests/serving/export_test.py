@@ -124,12 +124,16 @@ def test_parity_report_covers_every_format(loaded, model_dir):
         assert entry["max_abs_diff"]["savedmodel"] <= 1e-5
         assert entry["max_abs_diff"]["tflite"] <= 1e-4
         assert set(entry["max_abs_diff"]) == {"savedmodel", *VARIANTS}
+    # Quantization shrinks the weights: float16 saves 2 bytes a parameter, int8 3 (dynamic
+    # range and integer kernels). The rest of the file (the graph, the audio front end's
+    # constants) stays, so the saving is judged against the parameters, not the file: this tiny
+    # speech-recipe model has 105,342 parameters in a 689,840-byte float32 file, and saved
+    # 1.01x / 1.03x / 0.97x of those bytes (int8 adds quantization parameters per signature).
     f32 = parity["tflite"]["bytes"]
-    assert parity["tflite_f16"]["bytes"] < 0.6 * f32
-    assert parity["tflite_dynamic"]["bytes"] < 0.4 * f32
-    # 0.33x with serving_default alone; each serve_<m>_only subgraph adds its own quantization
-    # parameters (this tiny model: 153,784 -> 204,720 bytes int8, 465,400 -> 508,576 float32).
-    assert parity["tflite_int8"]["bytes"] < 0.45 * f32
+    parameters = json.loads((model_dir / "report.json").read_text())["parameters"]
+    assert f32 - parity["tflite_f16"]["bytes"] > 0.9 * 2 * parameters
+    assert f32 - parity["tflite_dynamic"]["bytes"] > 0.9 * 3 * parameters
+    assert f32 - parity["tflite_int8"]["bytes"] > 0.8 * 3 * parameters
     assert not [p for p in (model_dir / "export").rglob(".tmp*")]
 
 
@@ -359,7 +363,8 @@ def test_tflite_predict_cli_decodes_like_the_pipeline(model_dir, test_rows, caps
 
     columns, x = test_rows
     np.testing.assert_array_equal(tflite_predict.load_image(columns["image"][0]), x["image"][0])
-    np.testing.assert_array_equal(tflite_predict.load_wav(columns["audio"][0], 8000), x["audio"][0])
+    np.testing.assert_array_equal(
+        tflite_predict.load_wav(columns["audio"][0], x["audio"].shape[-1]), x["audio"][0])
 
     model = model_dir / "export" / "tflite" / "model.tflite"
     runner = tflite_predict.signature_runner(model)

@@ -440,7 +440,8 @@ def test_grpc_not_found_metadata_and_oversized_message(server, real_export):
     with pytest.raises(grpc.RpcError) as info:
         stub.GetModelMetadata(request, timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    big = np.zeros((server.max_payload_bytes // (4 * 8000) + 10, 8000), np.float32)
+    samples = real_export.inputs["audio"].shape[-1]
+    big = np.zeros((server.max_payload_bytes // (4 * samples) + 10, samples), np.float32)
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(_predict_request({"audio": big}), timeout=30)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -523,7 +524,8 @@ def test_stdlib_stack_without_batching_and_allow_non_finite(real_export, served_
         status, body = _predict(proc, {"inputs": _columns(x)})
         assert status == 200, body
         _assert_outputs(body["outputs"], real_export.expected("serving_default", x))
-        nan_audio = dict(x, audio=np.where(np.arange(8000) == 5, np.nan, x["audio"]))
+        nan_audio = dict(x, audio=np.where(np.arange(x["audio"].shape[-1]) == 5, np.nan,
+                                           x["audio"]))
         raw = json.dumps({"inputs": _columns(nan_audio)}).encode()
         status, body = _http(proc, f"/v1/models/{NAME}:predict", method="POST", raw=raw)
         assert status == 200, body  # accepted: --allow-non-finite

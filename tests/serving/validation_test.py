@@ -140,7 +140,8 @@ def test_fill_and_flag_checks(api):
     image = np.ones((2, 28, 28, 1), np.float32)
     arrays, batch = validation.validate(signature, {"image": image})
     assert batch == 2
-    np.testing.assert_array_equal(arrays["audio"], np.zeros((2, 8000), np.float32))
+    samples = signature.input_specs["audio"].shape[-1]  # the window (speech recipe: 3 s)
+    np.testing.assert_array_equal(arrays["audio"], np.zeros((2, samples), np.float32))
     np.testing.assert_array_equal(arrays["audio_present"], [0, 0])
     np.testing.assert_array_equal(arrays["image_present"], [1, 1])  # data sent: present
     with pytest.raises(InvalidArgumentError, match="no other input gives the batch size"):

@@ -108,6 +108,7 @@ def test_tune_writes_results_resumes_and_best_trains(avmnist_small, tmp_path):
     # The time limit (summed over every run of the search) stops a fourth trial mid-way.
     spent = json.loads((search / "search_clock.json").read_text())["seconds"]
     limited = overrides + ["tuning.max_trials=4", "trainer.epochs=50",
+                           "trainer.early_stopping_patience=null",  # only the clock stops it
                            f"tuning.time_limit_s={spent + 20}"]
     stopped = _tune(config, search, limited, tmp_path / "limited.log")
     cu.wait_all([stopped], timeout=600)
