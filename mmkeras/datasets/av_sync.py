@@ -91,7 +91,6 @@ import datetime
 import json
 import pathlib
 import sys
-import time
 import wave
 
 import numpy as np
@@ -103,6 +102,7 @@ from mmkeras.datasets import fetch
 from mmkeras.datasets.cache import build_atomically
 from mmkeras.datasets.cache import data_root as _data_root
 from mmkeras.datasets.cache import mmkeras_version as _mmkeras_version
+from mmkeras.datasets.cache import prepare_or_info
 from mmkeras.datasets.cache import write_manifest
 from mmkeras.datasets.fetch import DatasetError
 
@@ -608,28 +608,13 @@ def main(argv=None):
                   duration=args.duration, fps=args.fps, margin_frames=args.margin_frames,
                   noise_std=args.noise_std, seed=args.seed, visual=args.visual,
                   jitter_frames=args.jitter_frames, data_root=args.data_root)
-    try:
-        if args.command == "prepare":
-            start = time.perf_counter()
-            path = prepare(force=args.force, verbose=not args.quiet, **kwargs)
-            elapsed = time.perf_counter() - start
-        else:
-            path = dataset_dir(**kwargs)
-            if not (path / "dataset.json").is_file():
-                print(f"not prepared: {path} (run the prepare command first)", file=sys.stderr)
-                return 1
-            if args.verify:
-                verify(path)
-        meta = read_meta(path)
-    except (DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return errors.USER_ERROR_STATUS
-    print("\n".join(_summary_lines(meta, path)))
-    if args.command == "prepare":
-        print(f"time: {elapsed:.1f} s")
-    elif args.verify:
+    status = prepare_or_info(
+        args.command, lambda: prepare(force=args.force, verbose=not args.quiet, **kwargs),
+        lambda: dataset_dir(**kwargs), _summary_lines,
+        after_locate=verify if getattr(args, "verify", False) else None, read=read_meta)
+    if status == 0 and args.command == "info" and args.verify:
         print("checksum verified")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

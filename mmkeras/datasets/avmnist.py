@@ -46,7 +46,6 @@ import json
 import pathlib
 import sys
 import tarfile
-import time
 import wave
 
 import numpy as np
@@ -57,6 +56,7 @@ from mmkeras.datasets import fetch
 from mmkeras.datasets.cache import build_atomically
 from mmkeras.datasets.cache import data_root as _data_root
 from mmkeras.datasets.cache import mmkeras_version as _mmkeras_version
+from mmkeras.datasets.cache import prepare_or_info
 from mmkeras.datasets.cache import write_manifest
 from mmkeras.datasets.fetch import DatasetError
 
@@ -538,25 +538,10 @@ def main(argv=None):
     kwargs = dict(snr_db=args.snr_db, image_energy=args.image_energy, seed=args.seed,
                   data_root=args.data_root, images_per_class=args.images_per_class,
                   clips_per_class=args.clips_per_class)
-    try:
-        if args.command == "prepare":
-            start = time.perf_counter()
-            path = prepare(args.variant, force=args.force, verbose=not args.quiet, **kwargs)
-            elapsed = time.perf_counter() - start
-        else:
-            path = dataset_dir(args.variant, **kwargs)
-            if not (path / "dataset.json").is_file():
-                print(f"not prepared: {path} (run the prepare command first)", file=sys.stderr)
-                return 1
-    except (DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return errors.USER_ERROR_STATUS
-    with open(path / "dataset.json", encoding="utf-8") as f:
-        meta = json.load(f)
-    print("\n".join(_summary_lines(meta, path)))
-    if args.command == "prepare":
-        print(f"time: {elapsed:.1f} s")
-    return 0
+    return prepare_or_info(
+        args.command,
+        lambda: prepare(args.variant, force=args.force, verbose=not args.quiet, **kwargs),
+        lambda: dataset_dir(args.variant, **kwargs), _summary_lines)
 
 
 if __name__ == "__main__":

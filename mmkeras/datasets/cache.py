@@ -13,6 +13,9 @@ import shutil
 import sys
 import time
 
+from mmkeras import errors
+from mmkeras.datasets.fetch import DatasetError
+
 
 def data_root(root=None):
     """The cache root: `root`, else `$MMKERAS_DATA`, else `~/.cache/mmkeras`."""
@@ -100,3 +103,43 @@ def write_manifest(path, columns, rows):
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
+
+
+def prepare_or_info(command, prepare, locate, summary_lines, after_locate=None, read=None):
+    """The `prepare` / `info` commands that every dataset module's command line shares.
+
+    Args:
+        command: `"prepare"` or `"info"`.
+        prepare: `() -> dataset folder`: builds it (once; cached after).
+        locate: `() -> dataset folder`: where it would be, without building.
+        summary_lines: `(meta, folder) -> [str]`: what to print about it.
+        after_locate: optional `(folder) -> None` run by `info` on a prepared folder (e.g. a
+            checksum check); its `DatasetError` is reported like the others.
+        read: optional `(folder) -> meta` (default: `dataset.json` as JSON).
+
+    Returns:
+        The exit status: 0, 1 (`info` of a folder not prepared) or the user-error status,
+        with the error printed in one line.
+    """
+    read = read or (lambda folder: json.loads(
+        (folder / "dataset.json").read_text(encoding="utf-8")))
+    try:
+        if command == "prepare":
+            start = time.perf_counter()
+            path = prepare()
+            elapsed = time.perf_counter() - start
+        else:
+            path = locate()
+            if not (path / "dataset.json").is_file():
+                print(f"not prepared: {path} (run the prepare command first)", file=sys.stderr)
+                return 1
+            if after_locate is not None:
+                after_locate(path)
+        meta = read(path)
+    except (DatasetError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return errors.USER_ERROR_STATUS
+    print("\n".join(summary_lines(meta, path)))
+    if command == "prepare":
+        print(f"time: {elapsed:.1f} s")
+    return 0

@@ -36,7 +36,6 @@ import argparse
 import csv
 import datetime
 import io
-import json
 import pathlib
 import sys
 import tarfile
@@ -50,6 +49,7 @@ from mmkeras.datasets.avmnist import compute_checksum
 from mmkeras.datasets.cache import build_atomically
 from mmkeras.datasets.cache import data_root as _data_root
 from mmkeras.datasets.cache import mmkeras_version as _mmkeras_version
+from mmkeras.datasets.cache import prepare_or_info
 from mmkeras.datasets.fetch import DatasetError
 
 NAME = "openmoji"
@@ -275,27 +275,20 @@ def main(argv=None):
     args = parser.parse_args(argv)
     kwargs = dict(size=args.size, seed=args.seed, per_class=args.per_class,
                   data_root=args.data_root)
-    try:
-        if args.command == "prepare":
-            path = prepare(force=args.force, verbose=not args.quiet, **kwargs)
-        else:
-            path = dataset_dir(**kwargs)
-            if not (path / "dataset.json").is_file():
-                print(f"not prepared: {path} (run the prepare command first)", file=sys.stderr)
-                return 1
-    except (DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return errors.USER_ERROR_STATUS
-    meta = json.loads((path / "dataset.json").read_text(encoding="utf-8"))
-    print(f"dataset: {path}")
-    for s in meta["sources"]:
-        print(f"source: {s['registry']} {s['package']} {s['version']} ({s['licence']}) "
-              f"sha256={s['sha256']}")
-    print(f"classes ({len(meta['classes'])}): {', '.join(meta['classes'])}")
-    for split, c in meta["counts"].items():
-        print(f"{split}: {c['examples']} examples")
-    print(f"checksum: {meta['checksum']}")
-    return 0
+    return prepare_or_info(
+        args.command, lambda: prepare(force=args.force, verbose=not args.quiet, **kwargs),
+        lambda: dataset_dir(**kwargs), _summary_lines)
+
+
+def _summary_lines(meta, path):
+    return [
+        f"dataset: {path}",
+        *(f"source: {s['registry']} {s['package']} {s['version']} ({s['licence']}) "
+          f"sha256={s['sha256']}" for s in meta["sources"]),
+        f"classes ({len(meta['classes'])}): {', '.join(meta['classes'])}",
+        *(f"{split}: {c['examples']} examples" for split, c in meta["counts"].items()),
+        f"checksum: {meta['checksum']}",
+    ]
 
 
 if __name__ == "__main__":

@@ -59,7 +59,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import wave
 
 import numpy as np
@@ -71,6 +70,7 @@ from mmkeras.datasets.avmnist import compute_checksum
 from mmkeras.datasets.cache import build_atomically
 from mmkeras.datasets.cache import data_root as _data_root
 from mmkeras.datasets.cache import mmkeras_version as _mmkeras_version
+from mmkeras.datasets.cache import prepare_or_info
 from mmkeras.datasets.cache import write_manifest
 from mmkeras.datasets.fetch import DatasetError
 
@@ -400,26 +400,11 @@ def main(argv=None):
     commands.add_parser("info", parents=[common], help="print the dataset.json summary")
     args = parser.parse_args(argv)
     grid = (args.voices, args.variants, args.speeds, args.pitches)
-    try:
-        if args.command == "prepare":
-            start = time.perf_counter()
-            path = prepare(*grid, data_root=args.data_root, espeak=args.espeak,
-                           force=args.force, verbose=not args.quiet)
-            elapsed = time.perf_counter() - start
-        else:
-            path = dataset_dir(*grid, data_root=args.data_root)
-            if not (path / "dataset.json").is_file():
-                print(f"not prepared: {path} (run the prepare command first)", file=sys.stderr)
-                return 1
-    except (DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return errors.USER_ERROR_STATUS
-    with open(path / "dataset.json", encoding="utf-8") as f:
-        meta = json.load(f)
-    print("\n".join(_summary_lines(meta, path)))
-    if args.command == "prepare":
-        print(f"time: {elapsed:.1f} s")
-    return 0
+    return prepare_or_info(
+        args.command,
+        lambda: prepare(*grid, data_root=args.data_root, espeak=args.espeak, force=args.force,
+                        verbose=not args.quiet),
+        lambda: dataset_dir(*grid, data_root=args.data_root), _summary_lines)
 
 
 if __name__ == "__main__":

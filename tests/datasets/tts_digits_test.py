@@ -4,17 +4,17 @@ One tiny grid (2 accents x 1 variant x 1 speed x 10 digits = 20 clips) is synthe
 by the real `espeak-ng` in a temporary data root (well under a second of eSpeak).
 """
 
-import csv
-import json
 import subprocess
 import time
-import wave
 
 import numpy as np
 import pytest
 import scipy.signal
 
 from mmkeras.datasets import tts_digits
+from tests.datasets.avmnist_test import read_manifest
+from tests.datasets.avmnist_test import read_meta
+from tests.datasets.avmnist_test import read_wav
 
 GRID = dict(voices=("en", "en-us"), variants=("f3",), speeds=(175,), pitches=(50,))
 
@@ -27,23 +27,6 @@ def tts_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny(tts_root):
     return tts_digits.prepare(**GRID, data_root=tts_root, verbose=False)
-
-
-def read_manifest(path):
-    with open(path / "manifest.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def read_meta(path):
-    with open(path / "dataset.json") as f:
-        return json.load(f)
-
-
-def read_wav(path):
-    with wave.open(str(path), "rb") as w:
-        params = (w.getnchannels(), w.getsampwidth(), w.getframerate())
-        samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    return params, samples
 
 
 def test_dataset_dir_names(tmp_path, monkeypatch):
