@@ -896,6 +896,13 @@ def _deep_update(base, update):
     return base
 
 
+def _given(raw, *keys):
+    """The keys that `raw` (the YAML and overrides as given) sets under the dotted `keys`."""
+    for key in keys:
+        raw = raw.get(key) if isinstance(raw, dict) else None
+    return set(raw) if isinstance(raw, dict) else set()
+
+
 def apply_recipe(config, raw):
     """Resolves `trainer.recipe` (see `TrainerConfig`): fills the recipe keys that `raw` (the
     YAML and overrides as given) does not set, and records `standard` or `legacy`."""
@@ -907,7 +914,7 @@ def apply_recipe(config, raw):
         recipe = "standard" if getattr(config, "task", None) == "classification" else "legacy"
     if recipe not in RECIPES:
         return config  # check_values names the key and the choices
-    given = set(raw["trainer"]) if isinstance(raw.get("trainer"), dict) else set()
+    given = _given(raw, "trainer")
     updates = {"recipe": recipe}
     if recipe == "standard":
         model = getattr(config, "model", None)
@@ -924,13 +931,6 @@ def apply_recipe(config, raw):
             updates[key] = value
     config.trainer = dataclasses.replace(trainer, **updates)
     return config
-
-
-def _given(raw, *keys):
-    """The keys that `raw` (the YAML and overrides as given) sets under the dotted `keys`."""
-    for key in keys:
-        raw = raw.get(key) if isinstance(raw, dict) else None
-    return set(raw) if isinstance(raw, dict) else set()
 
 
 def apply_audio_recipe(config, raw):

@@ -103,6 +103,7 @@ from mmkeras.datasets.cache import build_atomically
 from mmkeras.datasets.cache import data_root as _data_root
 from mmkeras.datasets.cache import mmkeras_version as _mmkeras_version
 from mmkeras.datasets.cache import prepare_or_info
+from mmkeras.datasets.cache import write_wav
 from mmkeras.datasets.cache import write_manifest
 from mmkeras.datasets.fetch import DatasetError
 
@@ -263,15 +264,6 @@ def render_frames(words, images, frames, margin_frames, fs, visual="blank"):
 
 # ---------------------------------------------------------------------------------------------
 # Files.
-
-
-def _write_wav(path, samples):
-    pcm = np.clip(np.rint(np.asarray(samples) * 32767.0), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(pcm.tobytes())
 
 
 def _write_strip(path, frames):
@@ -437,7 +429,7 @@ def _build(tmp, *, examples, duration, fps, margin_frames, noise_std, seed, down
             example_id = f"{split}-{n:06d}"
             audio_rel = f"audio/{split}/{example_id}.wav"
             frames_rel = f"frames/{split}/{example_id}.png"
-            _write_wav(tmp / audio_rel, audio)
+            write_wav(tmp / audio_rel, audio, SAMPLE_RATE)
             _write_strip(tmp / frames_rel, np.rint(video * 255.0).astype(np.uint8))
             cells = " ".join(
                 f"{int(clip_labels[clip])}:{start}:{end}:{clip}:{int(image_index[image])}"
@@ -608,11 +600,12 @@ def main(argv=None):
                   duration=args.duration, fps=args.fps, margin_frames=args.margin_frames,
                   noise_std=args.noise_std, seed=args.seed, visual=args.visual,
                   jitter_frames=args.jitter_frames, data_root=args.data_root)
+    verifying = args.command == "info" and args.verify  # only `info` has --verify
     status = prepare_or_info(
         args.command, lambda: prepare(force=args.force, verbose=not args.quiet, **kwargs),
         lambda: dataset_dir(**kwargs), _summary_lines,
-        after_locate=verify if getattr(args, "verify", False) else None, read=read_meta)
-    if status == 0 and args.command == "info" and args.verify:
+        after_locate=verify if verifying else None, read=read_meta)
+    if status == 0 and verifying:
         print("checksum verified")
     return status
 

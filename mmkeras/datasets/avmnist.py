@@ -46,7 +46,6 @@ import json
 import pathlib
 import sys
 import tarfile
-import wave
 
 import numpy as np
 from PIL import Image
@@ -57,6 +56,7 @@ from mmkeras.datasets.cache import build_atomically
 from mmkeras.datasets.cache import data_root as _data_root
 from mmkeras.datasets.cache import mmkeras_version as _mmkeras_version
 from mmkeras.datasets.cache import prepare_or_info
+from mmkeras.datasets.cache import write_wav
 from mmkeras.datasets.cache import write_manifest
 from mmkeras.datasets.fetch import DatasetError
 
@@ -320,15 +320,6 @@ def _png_bytes(pixels):
     return buf.getvalue()
 
 
-def _write_wav(path, samples):
-    pcm = np.clip(np.rint(np.asarray(samples) * 32767.0), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(pcm.tobytes())
-
-
 def compute_checksum(dataset_dir):
     """The dataset checksum: sha256 of a sorted `sha256sum`-style listing of its files.
 
@@ -394,7 +385,7 @@ def _build(tmp, *, variant, snr_db, image_energy, seed, images_per_class, clips_
                 rng = np.random.default_rng([seed, _NOISE_STREAM, clip])
                 audio, was_rescaled = add_noise(audio, snr_db, rng)
                 rescaled += int(was_rescaled)
-            _write_wav(tmp / "audio" / split / f"clip-{clip:04d}.wav", audio)
+            write_wav(tmp / "audio" / split / f"clip-{clip:04d}.wav", audio, SAMPLE_RATE)
         for n, (image, clip) in enumerate(zip(split_images.tolist(), split_clips.tolist())):
             pair_id = f"{split}-{n:06d}"
             image_rel = f"images/{split}/{pair_id}.png"

@@ -12,6 +12,9 @@ import pathlib
 import shutil
 import sys
 import time
+import wave
+
+import numpy as np
 
 from mmkeras import errors
 from mmkeras.datasets.fetch import DatasetError
@@ -104,6 +107,19 @@ def write_manifest(path, columns, rows):
         writer.writerow(columns)
         writer.writerows(rows)
 
+
+
+def write_wav(path, samples, rate):
+    """Float samples in [-1, 1] -> a mono 16-bit PCM WAV file at `rate` Hz (rounded, clipped at
+    full scale, as every preparer writes its clips); returns how many samples clipped."""
+    scaled = np.rint(np.asarray(samples) * 32767.0)
+    pcm = np.clip(scaled, -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(rate))
+        w.writeframes(pcm.tobytes())
+    return int(np.sum(pcm != scaled))
 
 def prepare_or_info(command, prepare, locate, summary_lines, after_locate=None, read=None):
     """The `prepare` / `info` commands that every dataset module's command line shares.

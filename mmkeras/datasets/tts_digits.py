@@ -71,6 +71,7 @@ from mmkeras.datasets.cache import build_atomically
 from mmkeras.datasets.cache import data_root as _data_root
 from mmkeras.datasets.cache import mmkeras_version as _mmkeras_version
 from mmkeras.datasets.cache import prepare_or_info
+from mmkeras.datasets.cache import write_wav
 from mmkeras.datasets.cache import write_manifest
 from mmkeras.datasets.fetch import DatasetError
 
@@ -227,18 +228,6 @@ def synthesize(espeak, word, voice, variant, speed, pitch, scratch):
 # Files.
 
 
-def _write_wav(path, samples):
-    """float samples -> 16-bit mono PCM at 8 kHz; returns how many samples clipped."""
-    scaled = np.rint(np.asarray(samples) * 32767.0)
-    pcm = np.clip(scaled, -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(pcm.tobytes())
-    return int(np.sum(pcm != scaled))
-
-
 def clip_path(voice, variant, speed, pitch, label):
     """A clip's path relative to the dataset folder."""
     return f"audio/{voice}+{variant}/s{speed}-p{pitch}-{label}.wav"
@@ -276,7 +265,7 @@ def _build(tmp, *, grid, espeak, verbose):
                         samples = synthesize(espeak, word, voice, variant, speed, pitch,
                                              scratch)
                         path = clip_path(voice, variant, speed, pitch, label)
-                        clipped += _write_wav(tmp / path, samples)
+                        clipped += write_wav(tmp / path, samples, SAMPLE_RATE)
                         lengths.append(len(samples))
                         spoken.setdefault((speed, pitch), {}).setdefault(
                             (voice, variant), []).append(
